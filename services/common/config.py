@@ -1,0 +1,83 @@
+"""Settings sections shared by every entry point.
+
+One definition, three sources: defaults in code, overridden by environment variables
+(``H2A_STORE_ENDPOINT``, ``H2A_GRPC_PORT``, ...; the Helm chart's ConfigMap and Secret fill
+these), overridden by CLI flags. Each entry point composes these sections into its own settings
+model. Credentials are ``SecretStr``, so a settings object can be logged whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["GrpcSettings", "LoggingSettings", "StoreSettings", "default_store_root"]
+
+
+def default_store_root() -> Path:
+    """The embedded default store: a folder in the working directory."""
+    return Path(".h2a") / "store"
+
+
+class StoreSettings(BaseSettings):
+    """Where clips, videos, manifests and checkpoints live.
+
+    ``backend=local`` is the embedded default (a directory); ``backend=s3`` talks to MinIO or
+    any S3-compatible endpoint through the ``minio`` client. Credentials come from
+    ``H2A_STORE_ACCESS_KEY`` / ``H2A_STORE_SECRET_KEY`` or, when ``secret_dir`` is set, from the
+    files of a mounted Kubernetes secret (keys ``accesskey``/``secretkey``, or the
+    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` names).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="H2A_STORE_", extra="forbid")
+
+    backend: Literal["local", "s3"] = "local"
+    root: Path = Field(default_factory=default_store_root)
+    """Local backend: the directory that holds the objects."""
+    endpoint: str = "minio:9000"
+    """S3 backend: host:port of MinIO / S3, without scheme."""
+    bucket: str = "hashtag2action"
+    region: str | None = None
+    secure: bool = False
+    """Use TLS for the S3 endpoint."""
+    cert_check: bool = True
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    secret_dir: Path | None = None
+    """A mounted Kubernetes secret; its files override the two keys above."""
+    multipart_mb: int = Field(default=16, ge=5, le=5120)
+    """Part size of multipart uploads (S3 minimum is 5 MiB)."""
+    create_bucket: bool = True
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not (3 <= len(value) <= 63) or value != value.lower() or "_" in value:
+            raise ValueError(f"store bucket {value!r} is not a valid S3 bucket name")
+        return value
+
+
+class GrpcSettings(BaseSettings):
+    """How a gRPC service listens."""
+
+    model_config = SettingsConfigDict(env_prefix="H2A_GRPC_", extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=50051, ge=0, le=65535)
+    """0 picks a free port (tests)."""
+    max_workers: int = Field(default=4, ge=1, le=256)
+    """Calls served concurrently."""
+    max_message_mb: int = Field(default=16, ge=1, le=1024)
+    grace_s: float = Field(default=30.0, ge=0)
+    """How long in-flight calls may run on after SIGTERM."""
+
+
+class LoggingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="H2A_LOG_", extra="forbid")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = True
+    """JSON lines on stdout (services, cluster); false gives plain text for people."""

@@ -1,0 +1,80 @@
+"""Frozen records that cross stage boundaries: object references, segments, rejections.
+
+Core functions take and return these; gRPC servicers convert them to and from proto messages
+next to the servicer. Stage-specific results (scenes, person scores) live with their stage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["ObjectRef", "Rejection", "Segment", "utc_now"]
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp, second precision, for records people read."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """A stored object: services pass these, never video bytes."""
+
+    key: str
+    uri: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Frames ``[start_frame, end_frame)`` of a video at ``fps``."""
+
+    start_frame: int
+    end_frame: int
+    fps: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start_frame <= self.end_frame:
+            raise ValueError(f"segment [{self.start_frame}, {self.end_frame}) is not a range")
+        if self.fps <= 0:
+            raise ValueError(f"segment fps must be positive, got {self.fps}")
+
+    @property
+    def num_frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def start_s(self) -> float:
+        return self.start_frame / self.fps
+
+    @property
+    def end_s(self) -> float:
+        return self.end_frame / self.fps
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a source did not become a clip; one JSON line in the run's rejection list."""
+
+    source: str
+    stage: str
+    reason: str
+    detail: str
+    source_id: str = ""
+    context: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=utc_now)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, line: str) -> Rejection:
+        return cls(**json.loads(line))
