@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["ObjectRef", "Rejection", "Segment", "utc_now"]
+__all__ = ["ClipRecord", "ObjectRef", "Rejection", "Segment", "utc_now"]
 
 
 def utc_now() -> str:
@@ -78,3 +78,38 @@ class Rejection:
     @classmethod
     def from_json(cls, line: str) -> Rejection:
         return cls(**json.loads(line))
+
+
+@dataclass(frozen=True, slots=True)
+class ClipRecord:
+    """A curated clip with its full provenance; one JSON line in ``clips.jsonl``.
+
+    ``metadata`` holds the platform metadata of the source (views, description, ...) and how
+    the source was found (hashtag rule, research-API query), when known.
+    """
+
+    clip: ObjectRef
+    source_id: str
+    source: str
+    hashtag: str
+    start_frame: int
+    end_frame: int
+    fps: float
+    person_frames: int
+    person_scores: tuple[float, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=utc_now)
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_frame - self.start_frame) / self.fps
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, line: str) -> ClipRecord:
+        data = json.loads(line)
+        data["clip"] = ObjectRef(**data["clip"])
+        data["person_scores"] = tuple(data.get("person_scores", ()))
+        return cls(**data)
