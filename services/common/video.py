@@ -18,7 +18,7 @@ import numpy as np
 
 from services.common.errors import NoVideoStream, UnreadableVideo
 
-__all__ = ["VideoInfo", "iter_frames", "probe", "read_frames", "write_clip"]
+__all__ = ["VideoInfo", "iter_frames", "probe", "read_frames", "write_clip", "write_frames"]
 
 _logger = logging.getLogger(__name__)
 
@@ -177,3 +177,32 @@ def write_clip(
         dest.unlink(missing_ok=True)
         raise UnreadableVideo(f"{Path(source).name}: no frames in [{start_frame}, {end_frame})")
     return written
+
+
+def write_frames(path: Path, frames: np.ndarray, fps: float = 25.0, crf: int = 18) -> int:
+    """Encode uint8 RGB frames ``(T, H, W, 3)`` (even H and W) as an H.264 mp4.
+
+    For generated media (synthetic datasets, tests); returns the number of frames written.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"frames need even height and width for yuv420p, got {height}x{width}")
+    rate = Fraction(fps).limit_denominator(1001)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for index, rgb in enumerate(frames):
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            image = image.reformat(format="yuv420p")
+            image.pts = index
+            image.time_base = 1 / rate
+            for packet in stream.encode(image):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return len(frames)

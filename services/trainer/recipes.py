@@ -1,0 +1,427 @@
+"""Training configuration: typed sections and the recipes of the papers, as Python functions.
+
+A recipe is a function returning a ``TrainConfig``; a variant derives from a base in a few lines
+with ``dataclasses.replace``. Each recipe cites the table or section of the spec it reproduces
+(``/work/shared/specs/videomae-v2.md``, VideoMAE V2 paper sections 4-6, seed paper 002). The
+command line can change any field with ``--set section.field=value`` (see ``apply_overrides``);
+the resolved config is saved as JSON beside the checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "RECIPES",
+    "CheckpointConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RuntimeConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "get_recipe",
+]
+
+Mode = Literal["pretrain", "finetune", "evaluate", "weak-label"]
+DataFormat = Literal["list", "ucf101", "hmdb51", "kinetics", "ssv2"]
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    name: str = "vit_base_patch16_224"
+    """A size of ``services.trainer.videomae``: vit_{small,base,large,huge}_patch16_224 or
+    vit_giant_patch14_224."""
+    num_frames: int = 16
+    img_size: int = 224
+    tubelet_size: int = 2
+    drop_path_rate: float = 0.0
+    head_drop_rate: float = 0.0
+    use_checkpoint: bool = False
+    """Activation checkpointing inside the blocks (ViT-H and ViT-g pre-training)."""
+    decoder_depth: int = 4
+    mask_ratio: float = 0.9
+    """Encoder tube-masking ratio."""
+    decoder_mask_ratio: float = 0.5
+    """Decoder running-cell ratio; 0 reconstructs every encoder-masked token (VideoMAE V1)."""
+    init_checkpoint: str = ""
+    """Weights to start from (our checkpoint, an official file; a path or a store URI)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further builder keywords (embed_dim, depth, num_heads, ... for tiny models)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if not 0.0 <= self.decoder_mask_ratio < 1.0:
+            raise ValueError(
+                f"model.decoder_mask_ratio must be in [0, 1), got {self.decoder_mask_ratio}"
+            )
+
+
+@dataclass(kw_only=True, slots=True)
+class DataConfig:
+    train: str = ""
+    """Training list: a local file, a store URI or ``manifests/{dataset}/train.csv`` key."""
+    val: str = ""
+    test: str = ""
+    format: DataFormat = "list"
+    """How ``train``/``val``/``test`` are written; see ``services.trainer.data``."""
+    root: str = ""
+    """Folder that relative video paths of a list are resolved against."""
+    labels: str = ""
+    """Class names: labels.json (name -> id), classInd.txt, or empty to number labels."""
+    sampling_rate: int = 4
+    """Frame stride of a clip (2 for Something-Something V2)."""
+    num_sample: int = 1
+    """Repeated augmentation: augmented clips drawn from each decoded video."""
+    batch_size: int = 8
+    """Videos per process and step (each gives ``num_sample`` clips)."""
+    num_workers: int = 4
+    prefetch_factor: int = 2
+    train_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    """Multi-scale crop of pre-training."""
+    flip: bool = True
+    rand_augment: str = ""
+    """timm RandAugment spec, e.g. ``rand-m7-n4-mstd0.5-inc1``; empty disables it."""
+    reprob: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_switch_prob: float = 0.5
+    smoothing: float = 0.0
+    test_segments: int = 5
+    test_crops: int = 3
+    tsn_segments: bool = False
+    """Something-Something V2 testing: TSN-style segment sampling."""
+
+    def __post_init__(self) -> None:
+        for name in ("sampling_rate", "num_sample", "batch_size", "test_segments", "test_crops"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        self.train_scales = tuple(self.train_scales)
+
+
+@dataclass(kw_only=True, slots=True)
+class OptimConfig:
+    epochs: int = 800
+    base_lr: float = 1e-3
+    """Learning rate at 256 clips per step; the effective lr scales linearly with the batch."""
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+    warmup_epochs: float = 30
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    layer_decay: float = 1.0
+    """Layer-wise lr decay (1 disables it)."""
+    clip_grad: float = 0.0
+    """Gradient-norm clip (0 disables it)."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"optim.epochs must be >= 1, got {self.epochs}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"optim.layer_decay must be in (0, 1], got {self.layer_decay}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+
+@dataclass(kw_only=True, slots=True)
+class CheckpointConfig:
+    run: str = "run"
+    """Run name: checkpoints go to the store under ``checkpoints/{run}/``."""
+    interval_steps: int = 1000
+    keep_latest_k: int = 3
+    resume: bool = True
+    """Resume from the latest checkpoint of ``run`` when there is one."""
+
+
+@dataclass(kw_only=True, slots=True)
+class RuntimeConfig:
+    output: str = "runs/run"
+    """Local folder for metrics.jsonl, TensorBoard, the resolved config and evaluation files."""
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """``auto``: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU."""
+    compile: bool = False
+    log_interval: int = 10
+    max_steps: int = 0
+    """Stop after this many optimiser steps in this process (0: run all epochs)."""
+    eval_every_epochs: int = 1
+    progress: bool = True
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "checkpoint": CheckpointConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config from ``to_dict`` output (a saved JSON); unknown keys raise ValueError."""
+    unknown = set(values) - set(_SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown config sections {sorted(unknown)}")
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        given = values.get(name, {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(given) - names:
+            raise ValueError(f"unknown fields in {name}: {sorted(set(given) - names)}")
+        sections[name] = cls(**given)
+    return TrainConfig(**sections)
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``section.field=value`` strings; values parse as JSON, else stay strings.
+
+    ``model.extra.embed_dim=64`` sets one key of a dict field.
+    """
+    values = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or parts[0] not in values:
+            raise ValueError(f"override {item!r} is not section.field=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = values[parts[0]]
+        for part in parts[1:-1]:
+            if not isinstance(target.get(part), dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a dict field")
+            target = target[part]
+        if len(parts) == 2 and parts[1] not in target:
+            raise ValueError(f"override {item!r}: no field {parts[1]!r} in {parts[0]}")
+        target[parts[-1]] = value
+    return config_from_dict(values)
+
+
+def load_config_file(path: Path) -> TrainConfig:
+    return config_from_dict(json.loads(Path(path).read_text()))
+
+
+# --- pre-training ------------------------------------------------------------------------
+
+
+def vit_b_pretrain_800e() -> TrainConfig:
+    """ViT-B/16 dual-masking pre-training, 800 epochs: the seed paper's TikTok ViT-B row.
+
+    Spec "Pre-training recipe": AdamW (0.9, 0.95), wd 0.05, lr 1e-3 per 256 clips, warmup
+    30 epochs to min lr 1e-5, tube 0.9 / running cell 0.5, num_sample 4, stride 4,
+    multi-scale crop without flip. 8 GPUs x 32 videos x 4 = 1024 clips per step.
+    """
+    return TrainConfig(
+        model=ModelConfig(name="vit_base_patch16_224"),
+        data=DataConfig(batch_size=32, num_sample=4, num_workers=10, flip=False),
+        optim=OptimConfig(epochs=800, base_lr=1e-3, warmup_epochs=30),
+        checkpoint=CheckpointConfig(run="vit_b_pretrain_800e"),
+    )
+
+
+def vit_g_pretrain_1200e() -> TrainConfig:
+    """ViT-g/14 pre-training, 1200 epochs (seed paper ViT-g row; spec: lr 6e-4, clip 0.02)."""
+    base = vit_b_pretrain_800e()
+    return replace(
+        base,
+        model=replace(base.model, name="vit_giant_patch14_224", use_checkpoint=True),
+        optim=replace(base.optim, epochs=1200, base_lr=6e-4, clip_grad=0.02),
+        checkpoint=replace(base.checkpoint, run="vit_g_pretrain_1200e"),
+    )
+
+
+def weak_label_pretrain() -> TrainConfig:
+    """Weak-label pre-training: the classifier path on the curated manifest's hashtag labels.
+
+    Seed 003 / spec data-engine: noisy supervision as an alternative to masked modelling; the
+    optimiser is the fine-tuning one without layer decay (nothing is pre-trained yet).
+    """
+    base = k400_finetune()
+    return replace(
+        base,
+        model=replace(base.model, drop_path_rate=0.1, init_checkpoint=""),
+        optim=replace(base.optim, layer_decay=1.0, epochs=100, base_lr=1e-3),
+        checkpoint=replace(base.checkpoint, run="weak_label_pretrain"),
+    )
+
+
+# --- fine-tuning -------------------------------------------------------------------------
+
+
+def k400_finetune() -> TrainConfig:
+    """ViT-B Kinetics-400 fine-tuning (spec "Fine-tuning recipe": lr 7e-4, 90 epochs).
+
+    Layer decay 0.75, warmup 5, min lr 1e-6, repeated aug 2, RandAugment m7 n4, random-resized
+    crop, flip, random erasing 0.25, mixup 0.8 / cutmix 1.0 with smoothing 0.1; 5x3 testing.
+    """
+    return TrainConfig(
+        model=ModelConfig(name="vit_base_patch16_224", drop_path_rate=0.1, head_drop_rate=0.0),
+        data=DataConfig(
+            format="kinetics",
+            batch_size=8,
+            num_sample=2,
+            num_workers=10,
+            rand_augment="rand-m7-n4-mstd0.5-inc1",
+            reprob=0.25,
+            mixup=0.8,
+            cutmix=1.0,
+            smoothing=0.1,
+            test_segments=5,
+            test_crops=3,
+        ),
+        optim=OptimConfig(
+            epochs=90,
+            base_lr=7e-4,
+            min_lr=1e-6,
+            warmup_epochs=5,
+            betas=(0.9, 0.999),
+            layer_decay=0.75,
+        ),
+        checkpoint=CheckpointConfig(run="k400_finetune"),
+    )
+
+
+def ssv2_finetune() -> TrainConfig:
+    """ViT-B SSv2: lr 2e-3, 25 epochs, layer decay 0.65, stride 2, no flip, 2x3 TSN testing."""
+    base = k400_finetune()
+    return replace(
+        base,
+        data=replace(
+            base.data,
+            format="ssv2",
+            sampling_rate=2,
+            flip=False,
+            test_segments=2,
+            tsn_segments=True,
+        ),
+        optim=replace(base.optim, epochs=25, base_lr=2e-3, layer_decay=0.65),
+        checkpoint=replace(base.checkpoint, run="ssv2_finetune"),
+    )
+
+
+def ucf101_finetune() -> TrainConfig:
+    """UCF101 from a Kinetics-fine-tuned model: 50 epochs, drop path 0.35, head dropout 0.5."""
+    base = k400_finetune()
+    return replace(
+        base,
+        model=replace(base.model, drop_path_rate=0.35, head_drop_rate=0.5),
+        data=replace(base.data, format="ucf101"),
+        optim=replace(base.optim, epochs=50),
+        checkpoint=replace(base.checkpoint, run="ucf101_finetune"),
+    )
+
+
+def hmdb51_finetune() -> TrainConfig:
+    """HMDB51: 15 epochs, lr 5e-4, stride 2 (spec "Examples")."""
+    base = ucf101_finetune()
+    return replace(
+        base,
+        data=replace(base.data, format="hmdb51", sampling_rate=2),
+        optim=replace(base.optim, epochs=15, base_lr=5e-4),
+        checkpoint=replace(base.checkpoint, run="hmdb51_finetune"),
+    )
+
+
+# --- tiny variants for tests and the demo ------------------------------------------------
+
+_TINY_MODEL = dict(
+    name="vit_small_patch16_224",
+    num_frames=8,
+    img_size=64,
+    decoder_depth=1,
+    extra=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32, decoder_num_heads=2),
+)
+
+
+def tiny_pretrain() -> TrainConfig:
+    """A 2-block ViT on 8x64x64 clips: the pre-training path end to end in CPU seconds."""
+    base = vit_b_pretrain_800e()
+    return replace(
+        base,
+        model=ModelConfig(**_TINY_MODEL),
+        data=replace(base.data, batch_size=4, num_sample=2, num_workers=0, sampling_rate=2),
+        optim=replace(base.optim, epochs=2, base_lr=1.5e-2, warmup_epochs=0.5, min_lr=1e-4),
+        checkpoint=CheckpointConfig(run="tiny_pretrain", interval_steps=5, keep_latest_k=2),
+        runtime=RuntimeConfig(output="runs/tiny_pretrain", device="cpu", log_interval=1),
+    )
+
+
+def tiny_finetune() -> TrainConfig:
+    """Fine-tuning the tiny ViT on the moving-squares set (services.trainer.synthetic)."""
+    base = k400_finetune()
+    return replace(
+        base,
+        model=ModelConfig(**_TINY_MODEL, drop_path_rate=0.0),
+        data=replace(
+            base.data,
+            format="list",
+            batch_size=8,
+            num_sample=1,
+            num_workers=0,
+            sampling_rate=2,
+            rand_augment="",
+            reprob=0.0,
+            mixup=0.0,
+            cutmix=0.0,
+            smoothing=0.1,
+            flip=False,
+            test_segments=2,
+            test_crops=1,
+        ),
+        optim=replace(
+            base.optim, epochs=8, base_lr=0.1, warmup_epochs=1, layer_decay=1.0, min_lr=1e-4
+        ),
+        checkpoint=CheckpointConfig(run="tiny_finetune", interval_steps=50, keep_latest_k=2),
+        runtime=RuntimeConfig(output="runs/tiny_finetune", device="cpu", log_interval=5),
+    )
+
+
+def tiny_weak_label() -> TrainConfig:
+    """Weak-label pre-training of the tiny ViT on a manifest's hashtag labels."""
+    base = tiny_finetune()
+    return replace(base, checkpoint=replace(base.checkpoint, run="tiny_weak_label"))
+
+
+RECIPES: dict[str, Callable[[], TrainConfig]] = {
+    fn.__name__: fn
+    for fn in (
+        vit_b_pretrain_800e,
+        vit_g_pretrain_1200e,
+        weak_label_pretrain,
+        k400_finetune,
+        ssv2_finetune,
+        ucf101_finetune,
+        hmdb51_finetune,
+        tiny_pretrain,
+        tiny_finetune,
+        tiny_weak_label,
+    )
+}
+
+
+def get_recipe(name: str) -> TrainConfig:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]()
