@@ -73,6 +73,9 @@ class GrpcSettings(BaseSettings):
     max_message_mb: int = Field(default=16, ge=1, le=1024)
     grace_s: float = Field(default=30.0, ge=0)
     """How long in-flight calls may run on after SIGTERM."""
+    min_deadline_s: float = Field(default=0.5, ge=0)
+    """A call arriving with less time than this left is refused with DEADLINE_EXCEEDED at once
+    instead of starting work whose result nobody will wait for."""
 
 
 class LoggingSettings(BaseSettings):

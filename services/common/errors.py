@@ -17,6 +17,7 @@ __all__ = [
     "H2AError",
     "IntegrityError",
     "InvalidKey",
+    "InvalidRequest",
     "InvalidSource",
     "NoVideoStream",
     "ObjectNotFound",
@@ -48,6 +49,13 @@ class H2AError(Exception):
 
 class ConfigError(H2AError):
     reason = "INVALID_CONFIG"
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class InvalidRequest(H2AError):
+    """A gRPC request whose fields do not form a valid record (a segment past its end, ...)."""
+
+    reason = "INVALID_REQUEST"
     grpc_status = "INVALID_ARGUMENT"
 
 
