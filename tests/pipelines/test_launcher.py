@@ -1,0 +1,275 @@
+"""Job rendering against the pinned CRDs, and the Kubernetes wait loop against a loopback API."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from kubernetes import client
+
+from pipelines.launcher import (
+    ElasticPolicy,
+    JobDeleted,
+    JobFailed,
+    JobTimeout,
+    KubernetesLauncher,
+    LocalLauncher,
+    Placement,
+    PyTorchJobRenderer,
+    TrainingJobSpec,
+    TrainJobRenderer,
+)
+from pipelines.schemas import InvalidResource, crd_dir, validate_custom_resource
+
+NAMESPACE = "research"
+
+
+def _spec(**changes: Any) -> TrainingJobSpec:
+    values: dict[str, Any] = {
+        "name": "pretrain-abc",
+        "args": ("pretrain", "--recipe", "vit_b_pretrain", "--output", "runs/abc"),
+        "num_nodes": 2,
+        "nproc_per_node": 8,
+        "active_deadline_s": 3600,
+        "secret_name": "minio-creds",
+        "env": {"H2A_STORE_BACKEND": "s3", "H2A_STORE_ENDPOINT": "minio:9000"},
+        "placement": Placement(node_selector_label="pool", node_selector_value="a100"),
+    }
+    values.update(changes)
+    return TrainingJobSpec(**values)
+
+
+@pytest.mark.parametrize("elastic", [None, ElasticPolicy(min_replicas=1, max_replicas=4)])
+def test_pytorchjob_validates_and_places_on_gpus(elastic: ElasticPolicy | None) -> None:
+    job = PyTorchJobRenderer().render(_spec(elastic=elastic), NAMESPACE)
+    validate_custom_resource(job, crd_dir() / PyTorchJobRenderer.crd_file)
+
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"]) == (1, 1)
+    assert job["spec"]["nprocPerNode"] == "8"
+    assert job["spec"]["runPolicy"]["backoffLimit"] == 3
+    assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == 3600
+    assert ("elasticPolicy" in job["spec"]) == (elastic is not None)
+    pod = replicas["Worker"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "a100"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["volumes"][0]["emptyDir"]["medium"] == "Memory"
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    secret_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+    }
+    assert secret_refs["H2A_STORE_ACCESS_KEY"] == {"name": "minio-creds", "key": "accesskey"}
+    assert secret_refs["H2A_STORE_SECRET_KEY"]["name"] == "minio-creds"
+    assert container["command"][:3] == ["torchrun", "-m", "services.trainer"]
+
+
+def test_single_node_pytorchjob_has_no_workers() -> None:
+    job = PyTorchJobRenderer().render(_spec(num_nodes=1), NAMESPACE)
+    validate_custom_resource(job, crd_dir() / PyTorchJobRenderer.crd_file)
+    assert set(job["spec"]["pytorchReplicaSpecs"]) == {"Master"}
+
+
+def test_trainjob_validates_from_the_same_inputs() -> None:
+    job = TrainJobRenderer().render(_spec(), NAMESPACE)
+    validate_custom_resource(job, crd_dir() / TrainJobRenderer.crd_file)
+    trainer = job["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 8)
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 8
+    patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+    pod = patch["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "a100"}
+
+
+@pytest.mark.parametrize(
+    ("renderer", "misspell"),
+    [
+        (PyTorchJobRenderer(), lambda job: job["spec"].update(nprocPerNodes="8")),
+        (
+            PyTorchJobRenderer(),
+            lambda job: job["spec"]["runPolicy"].update(backofLimit=2),
+        ),
+        (
+            PyTorchJobRenderer(),
+            lambda job: job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"].update(
+                nodeSelectors={"pool": "a100"}
+            ),
+        ),
+        (TrainJobRenderer(), lambda job: job["spec"]["trainer"].update(numProcsPerNode=8)),
+        (PyTorchJobRenderer(), lambda job: job["spec"]["runPolicy"].update(backoffLimit="3")),
+    ],
+)
+def test_misspelt_or_mistyped_field_fails(renderer: Any, misspell: Any) -> None:
+    job = copy.deepcopy(renderer.render(_spec(), NAMESPACE))
+    misspell(job)
+    with pytest.raises(InvalidResource, match=r"invalid at \$\.spec"):
+        validate_custom_resource(job, crd_dir() / renderer.crd_file)
+
+
+class FakeKubeApi:
+    """The few Kubernetes API calls the launcher makes, answered in the API's own format.
+
+    ``script`` is the list of condition lists successive GETs of the job return (the last one
+    repeats); ``vanish_after`` makes the job disappear (404) after that many GETs.
+    """
+
+    def __init__(
+        self, script: list[list[dict[str, str]]], log: str = "", vanish_after: int | None = None
+    ):
+        self.script = script
+        self.log = log
+        self.vanish_after = vanish_after
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.gets = 0
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Any:
+        self.calls.append((method, path))
+        jobs = re.fullmatch(
+            rf"/apis/kubeflow\.org/v1/namespaces/{NAMESPACE}/pytorchjobs(/.+)?",
+            path,
+        )
+        if jobs:
+            name = (jobs.group(1) or "/")[1:]
+            if method == "POST":
+                body["metadata"].update(uid="1234", creationTimestamp="2026-01-01T00:00:00Z")
+                self.jobs[body["metadata"]["name"]] = body
+                return 201, body
+            if name not in self.jobs:
+                return 404, _status(404, "NotFound", f'pytorchjobs "{name}" not found')
+            if method == "DELETE":
+                del self.jobs[name]
+                return 200, _status(200, None, None, status="Success")
+            self.gets += 1
+            if self.vanish_after is not None and self.gets > self.vanish_after:
+                del self.jobs[name]
+                return 404, _status(404, "NotFound", f'pytorchjobs "{name}" not found')
+            conditions = self.script[min(self.gets, len(self.script)) - 1]
+            return 200, {**self.jobs[name], "status": {"conditions": conditions}}
+        if path == f"/api/v1/namespaces/{NAMESPACE}/pods":
+            selector = query["labelSelector"][0]
+            name = re.search(r"job-name=([^,]+)", selector).group(1)
+            pod = {"metadata": {"name": f"{name}-master-0", "namespace": NAMESPACE}}
+            return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [pod]}
+        if path.endswith("/log"):
+            return 200, self.log
+        return 404, _status(404, "NotFound", path)
+
+
+def _status(code: int, reason: str | None, message: str | None, status: str = "Failure") -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": status,
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def _condition(kind: str, reason: str = "", message: str = "") -> dict[str, str]:
+    return {"type": kind, "status": "True", "reason": reason, "message": message}
+
+
+@pytest.fixture()
+def serve_kube() -> Iterator[Any]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(api: FakeKubeApi) -> client.ApiClient:
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                url = urlparse(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                code, payload = api.handle(self.command, url.path, parse_qs(url.query), body)
+                data = payload if isinstance(payload, str) else json.dumps(payload)
+                self.send_response(code)
+                kind = "text/plain" if isinstance(payload, str) else "application/json"
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data.encode())))
+                self.end_headers()
+                self.wfile.write(data.encode())
+
+            do_GET = do_POST = do_DELETE = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        configuration = client.Configuration(host=f"http://127.0.0.1:{server.server_port}")
+        return client.ApiClient(configuration)
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _launcher(api_client: client.ApiClient, timeout_s: float = 5.0) -> KubernetesLauncher:
+    return KubernetesLauncher(
+        namespace=NAMESPACE, api_client=api_client, timeout_s=timeout_s, poll_s=0.05
+    )
+
+
+def test_wait_until_succeeded(serve_kube: Any) -> None:
+    running = [_condition("Created"), _condition("Running")]
+    api = FakeKubeApi([running, running, [*running, _condition("Succeeded")]], log="epoch 0 ok")
+    result = _launcher(serve_kube(api)).run(_spec())
+    assert (result.state, result.log_tail) == ("Succeeded", "epoch 0 ok")
+    assert api.gets == 3
+    assert "pretrain-abc" in api.jobs, "a succeeded job is left to its TTL, not deleted"
+    assert ("POST", f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs") in api.calls
+
+
+def test_failed_job_raises_with_reason_and_log_tail(serve_kube: Any) -> None:
+    log = "\n".join(f"line {i}" for i in range(200)) + "\nRuntimeError: CUDA out of memory"
+    failed = [_condition("Created"), _condition("Failed", "BackoffLimitExceeded", "gave up")]
+    api = FakeKubeApi([[_condition("Running")], failed], log=log)
+    with pytest.raises(JobFailed) as caught:
+        _launcher(serve_kube(api)).run(_spec())
+    assert caught.value.context["job_reason"] == "BackoffLimitExceeded"
+    tail = caught.value.context["log_tail"]
+    assert tail.endswith("CUDA out of memory") and "line 0\n" not in tail
+    assert "BackoffLimitExceeded" in str(caught.value)
+
+
+def test_timeout_deletes_the_job(serve_kube: Any) -> None:
+    api = FakeKubeApi([[_condition("Running")]])
+    with pytest.raises(JobTimeout):
+        _launcher(serve_kube(api), timeout_s=0.3).run(_spec())
+    assert api.jobs == {}
+    assert api.calls[-1][0] == "DELETE"
+
+
+def test_job_deleted_while_watched(serve_kube: Any) -> None:
+    api = FakeKubeApi([[_condition("Running")]], vanish_after=2)
+    with pytest.raises(JobDeleted):
+        _launcher(serve_kube(api)).run(_spec())
+    assert api.gets == 3
+
+
+def test_local_launcher_reports_exit_code_and_tail(tmp_path: Path) -> None:
+    launcher = LocalLauncher(echo=False)
+    spec = _spec(nproc_per_node=1, args=("no-such-mode",))
+    command = launcher.command(spec)
+    assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert "--nproc-per-node=1" in command
+    assert command[-2:] == ["services.trainer", "no-such-mode"]
+    with pytest.raises(JobFailed) as caught:
+        launcher.run(spec, log_path=tmp_path / "train.log")
+    assert caught.value.context["job_reason"].startswith("ExitCode")
+    assert caught.value.context["log_tail"]
+    assert (tmp_path / "train.log").read_text().endswith(caught.value.context["log_tail"] + "\n")
