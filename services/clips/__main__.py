@@ -1,0 +1,5 @@
+"""``python -m services.clips`` serves ClipEncoding."""
+
+from services.clips.server import main
+
+main()

@@ -1,0 +1,45 @@
+"""The ClipEncoding gRPC service: ``encode_clip`` behind a stub; the clip lands in the store."""
+
+from __future__ import annotations
+
+import grpc
+from hashtag2action.v1 import clips_pb2, clips_pb2_grpc, common_pb2
+from pydantic import Field
+
+from services.clips.encode import ClipSettings, encode_clip
+from services.common.grpc_runtime import ServiceSettings, serve
+from services.common.messages import from_message, require, stored_ref, to_message
+from services.common.records import Segment
+from services.common.store import ClipStore
+
+__all__ = ["SERVICE", "ClipsServer", "ClipsServicer", "main"]
+
+SERVICE = clips_pb2.DESCRIPTOR.services_by_name["ClipEncoding"]
+
+
+class ClipsServer(ServiceSettings):
+    """Settings of the clips service: the shared sections plus ``H2A_CLIPS_*``."""
+
+    clips: ClipSettings = Field(default_factory=ClipSettings)
+
+
+class ClipsServicer(clips_pb2_grpc.ClipEncodingServicer):
+    def __init__(self, settings: ClipSettings, store: ClipStore) -> None:
+        self._settings = settings
+        self._store = store
+
+    def EncodeClip(
+        self, request: clips_pb2.EncodeClipRequest, context: grpc.ServicerContext
+    ) -> clips_pb2.EncodeClipResponse:
+        require(request, "video", "segment")
+        ref = stored_ref(request.video, self._store)
+        segment = from_message(request.segment, Segment)
+        with self._store.open_local(ref) as path:
+            clip = encode_clip(path, request.source_id, segment, self._store, self._settings)
+        return clips_pb2.EncodeClipResponse(clip=to_message(clip, common_pb2.ObjectRef))
+
+
+def main() -> None:
+    settings = ClipsServer()
+    servicer = ClipsServicer(settings.clips, ClipStore.from_settings(settings.store))
+    serve(servicer, clips_pb2_grpc.add_ClipEncodingServicer_to_server, SERVICE, settings)

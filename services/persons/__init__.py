@@ -1,0 +1,1 @@
+"""Person detection: YOLO on frames sampled inside a scene."""

@@ -1,0 +1,5 @@
+"""``python -m services.persons`` serves PersonDetection."""
+
+from services.persons.server import main
+
+main()

