@@ -1,0 +1,117 @@
+"""``Stages`` over gRPC: the four services called through their stubs, with deadlines.
+
+``curate_one`` runs the same code with this as with ``LocalStages``. A status that carries one of
+our reasons comes back as the typed ``H2AError`` (so it becomes a rejection record, as in
+process); a failure without one (service down, deadline spent) is re-raised as the
+``grpc.RpcError``, because it says nothing about the video and must not be filed as if it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Self, TypeVar
+
+import grpc
+from hashtag2action.v1 import (
+    clips_pb2,
+    clips_pb2_grpc,
+    common_pb2,
+    ingestion_pb2,
+    ingestion_pb2_grpc,
+    persons_pb2,
+    persons_pb2_grpc,
+    scenes_pb2,
+    scenes_pb2_grpc,
+)
+
+from services.common.errors import ConfigError
+from services.common.grpc_runtime import error_from_rpc
+from services.common.messages import from_message, to_message
+from services.common.records import ObjectRef, Segment
+from services.ingestion.server import item_to_proto, video_from_proto
+from services.ingestion.sources import IngestedVideo, SourceItem
+from services.persons.detect import PersonResult
+from services.persons.server import person_result_from_proto
+from services.scenes.detect import SceneResult
+from services.scenes.server import scene_result_from_proto
+
+__all__ = ["STAGE_NAMES", "GrpcStages"]
+
+STAGE_NAMES = ("ingestion", "scenes", "persons", "clips")
+_Response = TypeVar("_Response")
+
+
+class GrpcStages:
+    """The four stage services behind the ``Stages`` protocol.
+
+    Args:
+        channels: one channel per stage name (``STAGE_NAMES``); closed by ``close``.
+        deadline_s: deadline of every call. Calls wait for a service that is still starting
+            (``wait_for_ready``) within that deadline rather than failing at once.
+    """
+
+    def __init__(self, channels: dict[str, grpc.Channel], deadline_s: float = 120.0) -> None:
+        missing = [name for name in STAGE_NAMES if name not in channels]
+        if missing:
+            raise ConfigError(f"no address for stage service(s) {', '.join(missing)}")
+        if deadline_s <= 0:
+            raise ConfigError(f"deadline_s must be positive, got {deadline_s}")
+        self._channels = channels
+        self.deadline_s = deadline_s
+        self._ingestion = ingestion_pb2_grpc.IngestionStub(channels["ingestion"])
+        self._scenes = scenes_pb2_grpc.SceneAnalysisStub(channels["scenes"])
+        self._persons = persons_pb2_grpc.PersonDetectionStub(channels["persons"])
+        self._clips = clips_pb2_grpc.ClipEncodingStub(channels["clips"])
+
+    @classmethod
+    def from_addresses(cls, addresses: dict[str, str], deadline_s: float = 120.0) -> GrpcStages:
+        """Open an insecure channel to each ``host:port`` (in-cluster traffic), by stage name."""
+        unknown = sorted(set(addresses) - set(STAGE_NAMES))
+        if unknown:
+            raise ConfigError(f"unknown stage service(s) {', '.join(unknown)}")
+        return cls({name: grpc.insecure_channel(addresses[name]) for name in addresses}, deadline_s)
+
+    def _call(self, method: Callable[..., _Response], request: Any) -> _Response:
+        try:
+            return method(request, timeout=self.deadline_s, wait_for_ready=True)
+        except grpc.RpcError as error:
+            typed = error_from_rpc(error)
+            if typed is None:
+                raise
+            raise typed from error
+
+    def ingest(self, item: SourceItem) -> IngestedVideo:
+        request = ingestion_pb2.IngestRequest(item=item_to_proto(item))
+        return video_from_proto(self._call(self._ingestion.Ingest, request).video)
+
+    def scenes(self, video: IngestedVideo) -> SceneResult:
+        request = scenes_pb2.DetectScenesRequest(
+            video=to_message(video.raw, common_pb2.ObjectRef),
+            info=to_message(video.info, common_pb2.VideoInfo),
+        )
+        return scene_result_from_proto(self._call(self._scenes.DetectScenes, request))
+
+    def persons(self, video: IngestedVideo, scene: Segment) -> PersonResult:
+        request = persons_pb2.DetectPersonsRequest(
+            video=to_message(video.raw, common_pb2.ObjectRef),
+            scene=to_message(scene, common_pb2.Segment),
+        )
+        return person_result_from_proto(self._call(self._persons.DetectPersons, request))
+
+    def clip(self, video: IngestedVideo, segment: Segment) -> ObjectRef:
+        request = clips_pb2.EncodeClipRequest(
+            video=to_message(video.raw, common_pb2.ObjectRef),
+            source_id=video.source_id,
+            segment=to_message(segment, common_pb2.Segment),
+        )
+        return from_message(self._call(self._clips.EncodeClip, request).clip, ObjectRef)
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
