@@ -1,0 +1,38 @@
+"""Probe, frame reading and clip writing on real media."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.errors import UnreadableVideo
+from services.common.video import probe, read_frames, write_clip
+
+
+def test_probe_measures_bikes(bikes: Path):
+    info = probe(bikes)
+    assert (info.width, info.height, info.frame_count, info.codec) == (640, 272, 250, "h264")
+    assert info.fps == pytest.approx(25.0)
+    assert info.duration_s == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is text, not a video\n" * 40])
+def test_probe_rejects_non_videos(tmp_path: Path, content: bytes):
+    path = tmp_path / "fake.mp4"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableVideo):
+        probe(path)
+
+
+def test_read_frames_returns_rgb_batch(carphone: Path):
+    frames = read_frames(carphone, [0, 60, 10_000])
+    assert frames.shape == (3, 144, 176, 3) and frames.dtype.name == "uint8"
+    assert (frames[2] == read_frames(carphone, [119])[0]).all()  # clamped to the last frame
+
+
+def test_write_clip_scales_short_side(bikes: Path, tmp_path: Path):
+    written = write_clip(bikes, tmp_path / "c.mp4", 76, 137, short_side=136)
+    info = probe(tmp_path / "c.mp4")
+    assert written == info.frame_count == 61
+    assert (info.width, info.height, info.codec) == (320, 136, "h264")
