@@ -1,0 +1,227 @@
+"""The Helm chart, rendered by the real Helm 4 CLI under the value sets people install with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+SERVICES = ("ingestion", "scenes", "persons", "clips")
+
+EXTERNAL_STORE = {
+    "minio": {"enabled": False},
+    "store": {
+        "endpoint": "s3.research.example.org:443",
+        "secure": True,
+        "region": "eu-west-1",
+        "existingSecret": "research-minio",
+    },
+}
+PERSONS_DISABLED = {"services": {"persons": {"enabled": False}}}
+PROD_FIXED = {
+    "services": {name: {"replicas": 3, "autoscaling": {"enabled": False}} for name in SERVICES},
+    "grpc": {"maxWorkers": 8},
+    "logLevel": "WARNING",
+}
+PROD_AUTOSCALED = {
+    **EXTERNAL_STORE,
+    "services": {name: {"autoscaling": {"minReplicas": 2, "maxReplicas": 10}} for name in SERVICES},
+    "image": {"tag": "1.2.3"},
+    "pipeline": {"upload": False},
+}
+VALUE_SETS = {
+    "defaults": {},
+    "external-store": EXTERNAL_STORE,
+    "persons-disabled": PERSONS_DISABLED,
+    "prod-fixed-replicas": PROD_FIXED,
+    "prod-autoscaled": PROD_AUTOSCALED,
+}
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
+
+
+def _component(obj: dict[str, Any]) -> str:
+    return obj["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def _server(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("values", [{}, EXTERNAL_STORE], ids=["defaults", "external-store"])
+def test_lint_strict(helm, chart_path, tmp_path, values) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    result = helm("lint", "--strict", chart_path, "-f", values_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_every_rendered_object_validates_and_every_pod_is_hardened(
+    render_chart, checks, values
+) -> None:
+    objects = render_chart(values)
+    for obj in objects:
+        checks.validate_object(obj)
+    pods = list(checks.pod_specs(objects))
+    assert pods
+    for where, pod in pods:
+        checks.assert_hardened(where, pod)
+
+
+def test_defaults_deploy_four_services_with_bundled_minio(render_chart, checks) -> None:
+    objects = render_chart()
+    deployments = checks.by_kind(objects, "Deployment")
+    assert set(deployments) == {f"h2a-hashtag2action-{name}" for name in (*SERVICES, "minio")}
+    for kind in ("Service", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"):
+        components = {_component(obj) for obj in checks.by_kind(objects, kind).values()}
+        assert set(SERVICES) <= components, kind
+    autoscalers = checks.by_kind(objects, "HorizontalPodAutoscaler")
+    assert {hpa["spec"]["scaleTargetRef"]["name"] for hpa in autoscalers.values()} == {
+        f"h2a-hashtag2action-{name}" for name in SERVICES
+    }
+    config = checks.by_kind(objects, "ConfigMap")["h2a-hashtag2action-config"]["data"]
+    assert config["H2A_STORE_ENDPOINT"] == "h2a-hashtag2action-minio:9000"
+    assert "H2A_STORE_REGION" not in config
+    minio_secret = checks.by_kind(objects, "Secret")["h2a-hashtag2action-minio"]
+    assert set(minio_secret["data"]) == {"accesskey", "secretkey"}
+    for name in SERVICES:
+        pod = deployments[f"h2a-hashtag2action-{name}"]["spec"]["template"]["spec"]
+        secrets = [vol["secret"]["secretName"] for vol in pod["volumes"] if "secret" in vol]
+        assert secrets == ["h2a-hashtag2action-minio"]
+        # With an autoscaler the Deployment leaves the replica count to it.
+        assert "replicas" not in deployments[f"h2a-hashtag2action-{name}"]["spec"]
+    persons = _env(_server(deployments["h2a-hashtag2action-persons"]))
+    assert persons["H2A_PERSONS_WEIGHTS"] == "s3://hashtag2action/models/yolo11n-pose.pt"
+    assert _env(_server(deployments["h2a-hashtag2action-scenes"]))["H2A_SCENES_DETECTOR"] == (
+        "adaptive"
+    )
+
+
+def test_external_store_uses_the_existing_secret_and_no_minio(render_chart, checks) -> None:
+    objects = render_chart(EXTERNAL_STORE)
+    assert not [obj for obj in objects if _component(obj) == "minio"]
+    assert "Secret" not in {obj["kind"] for obj in objects}
+    config = checks.by_kind(objects, "ConfigMap")["h2a-hashtag2action-config"]["data"]
+    assert config["H2A_STORE_ENDPOINT"] == "s3.research.example.org:443"
+    assert (config["H2A_STORE_SECURE"], config["H2A_STORE_REGION"]) == ("true", "eu-west-1")
+    for deployment in checks.by_kind(objects, "Deployment").values():
+        volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        assert [vol["secret"]["secretName"] for vol in volumes if "secret" in vol] == [
+            "research-minio"
+        ]
+
+
+def test_a_disabled_service_renders_nothing(render_chart, checks) -> None:
+    objects = render_chart(PERSONS_DISABLED)
+    assert not [obj for obj in objects if _component(obj) == "persons"]
+    assert {_component(d) for d in checks.by_kind(objects, "Deployment").values()} == {
+        "ingestion",
+        "scenes",
+        "clips",
+        "minio",
+    }
+
+
+def test_prod_values_set_replicas_autoscaling_and_settings(render_chart, checks) -> None:
+    fixed = render_chart(PROD_FIXED)
+    assert not checks.by_kind(fixed, "HorizontalPodAutoscaler")
+    for name in SERVICES:
+        assert (
+            checks.by_kind(fixed, "Deployment")[f"h2a-hashtag2action-{name}"]["spec"]["replicas"]
+            == 3
+        )
+    config = checks.by_kind(fixed, "ConfigMap")["h2a-hashtag2action-config"]["data"]
+    assert (config["H2A_GRPC_MAX_WORKERS"], config["H2A_LOG_LEVEL"]) == ("8", "WARNING")
+
+    scaled = render_chart(PROD_AUTOSCALED)
+    bounds = {
+        (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"])
+        for hpa in checks.by_kind(scaled, "HorizontalPodAutoscaler").values()
+    }
+    assert bounds == {(2, 10)}
+    images = {_server(d)["image"] for d in checks.by_kind(scaled, "Deployment").values()}
+    assert images == {"ghcr.io/hashtag2action/hashtag2action:1.2.3"}
+    assert "Job" not in {obj["kind"] for obj in scaled}
+
+
+def test_weights_from_the_image(render_chart, checks) -> None:
+    weights = {"source": "image", "key": "", "path": "/opt/weights/yolo11n-pose.pt"}
+    objects = render_chart({"services": {"persons": {"config": {"weights": weights}}}})
+    persons = checks.by_kind(objects, "Deployment")["h2a-hashtag2action-persons"]
+    assert _env(_server(persons))["H2A_PERSONS_WEIGHTS"] == "/opt/weights/yolo11n-pose.pt"
+
+
+def test_pipeline_upload_hook_job(render_chart, checks) -> None:
+    objects = render_chart({"pipeline": {"kfpHost": "http://kfp.example:8888", "name": "h2a-v2"}})
+    job = checks.by_kind(objects, "Job")["h2a-hashtag2action-pipeline-upload"]
+    hooks = job["metadata"]["annotations"]["helm.sh/hook"]
+    assert set(hooks.split(",")) == {"post-install", "post-upgrade"}
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == [
+        "h2a",
+        "pipeline",
+        "upload",
+        "--host",
+        "http://kfp.example:8888",
+        "--name",
+        "h2a-v2",
+    ]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_rbac_lets_the_runner_launch_and_watch_training(render_chart, checks) -> None:
+    objects = render_chart()
+    role = checks.by_kind(objects, "Role")["h2a-hashtag2action-training-launcher"]
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    for group, resource in (("kubeflow.org", "pytorchjobs"), ("trainer.kubeflow.org", "trainjobs")):
+        for verb in ("create", "get", "list", "watch", "delete"):
+            assert (group, resource, verb) in granted
+    assert ("", "pods/log", "get") in granted
+    assert not [verb for *_, verb in granted if verb in ("*", "update", "patch")]
+    binding = checks.by_kind(objects, "RoleBinding")["h2a-hashtag2action-training-launcher"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "h2a-pipeline-runner", "namespace": "research"}
+    ]
+    assert not [obj for obj in render_chart({"rbac": {"create": False}}) if obj["kind"] == "Role"]
+
+
+INVALID_VALUES = {
+    "wrong-type": ({"services": {"scenes": {"replicas": "two"}}}, "/services/scenes/replicas"),
+    "unknown-key": ({"services": {"scenes": {"replica": 2}}}, "'replica' not allowed"),
+    "unknown-top-level-key": ({"minoi": {"enabled": False}}, "'minoi' not allowed"),
+    "bad-enum": (
+        {"services": {"scenes": {"config": {"detector": "histogram"}}}},
+        "/services/scenes/config/detector",
+    ),
+    "bad-log-level": ({"logLevel": "verbose"}, "/logLevel"),
+    "bad-quantity": (
+        {"services": {"clips": {"resources": {"limits": {"memory": "lots"}}}}},
+        "/services/clips/resources/limits/memory",
+    ),
+    "external-store-without-secret": (
+        {"minio": {"enabled": False}, "store": {"endpoint": "s3:9000"}},
+        "/store/existingSecret",
+    ),
+    "image-weights-without-path": (
+        {"services": {"persons": {"config": {"weights": {"source": "image"}}}}},
+        "/services/persons/config/weights/path",
+    ),
+}
+
+
+@pytest.mark.parametrize(("values", "where"), INVALID_VALUES.values(), ids=INVALID_VALUES.keys())
+def test_invalid_values_are_rejected_by_the_schema(helm_template, values, where) -> None:
+    result = helm_template(values)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert where in result.stderr

@@ -1,0 +1,137 @@
+"""The kustomize tree: base, overlays and the PyTorchJob templates, built by real kubectl."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonschema
+import pytest
+
+from pipelines.schemas import InvalidResource
+
+SERVICES = ("ingestion", "scenes", "persons", "clips")
+TREES = ("base", "overlays/dev", "overlays/prod", "training")
+
+
+def _pod(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_every_built_object_validates_and_every_pod_is_hardened(kustomize, checks, tree) -> None:
+    objects = kustomize(tree)
+    for obj in objects:
+        checks.validate_object(obj)
+    pods = list(checks.pod_specs(objects))
+    assert pods
+    for where, pod in pods:
+        checks.assert_hardened(where, pod)
+
+
+def test_validation_catches_a_misspelt_field(kustomize, checks) -> None:
+    base = kustomize("base")
+    deployment = copy.deepcopy(checks.by_kind(base, "Deployment")["scenes"])
+    _pod(deployment)["containers"][0]["readinesProbe"] = _pod(deployment)["containers"][0].pop(
+        "readinessProbe"
+    )
+    with pytest.raises(jsonschema.ValidationError, match="readinesProbe"):
+        checks.validate_object(deployment)
+
+    job = copy.deepcopy(checks.by_kind(kustomize("training"), "PyTorchJob")["h2a-pretrain"])
+    job["spec"]["nprocPerNodes"] = job["spec"].pop("nprocPerNode")
+    with pytest.raises(InvalidResource, match="nprocPerNodes"):
+        checks.validate_object(job)
+
+
+def test_base_serves_each_service_over_grpc(kustomize, checks) -> None:
+    objects = kustomize("base")
+    deployments = checks.by_kind(objects, "Deployment")
+    services = checks.by_kind(objects, "Service")
+    assert set(deployments) == set(SERVICES)
+    for name in SERVICES:
+        container = _pod(deployments[name])["containers"][0]
+        assert container["command"] == ["python", "-m", f"services.{name}"]
+        assert container["ports"] == [{"name": "grpc", "containerPort": 50051}]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"] == {"port": 50051}, (name, probe)
+        assert services[name]["spec"]["ports"][0]["name"] == "grpc"
+        for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"):
+            assert name in checks.by_kind(objects, kind), (name, kind)
+    assert {obj["metadata"]["namespace"] for obj in objects} == {"hashtag2action"}
+
+
+def test_dev_overlay_runs_a_single_node_minio(kustomize, checks) -> None:
+    objects = kustomize("overlays/dev")
+    assert {obj["metadata"]["namespace"] for obj in objects} == {"h2a-dev"}
+    minio = checks.by_kind(objects, "Deployment")["minio"]
+    assert minio["spec"]["replicas"] == 1
+    assert minio["spec"]["strategy"]["type"] == "Recreate"
+    claim = _pod(minio)["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert claim in checks.by_kind(objects, "PersistentVolumeClaim")
+    assert set(checks.by_kind(objects, "Secret")["h2a-store"]["stringData"]) == {
+        "accesskey",
+        "secretkey",
+    }
+    config = checks.by_kind(objects, "ConfigMap")["h2a-config"]["data"]
+    port = checks.by_kind(objects, "Service")["minio"]["spec"]["ports"][0]["port"]
+    assert config["H2A_STORE_ENDPOINT"] == f"minio:{port}"
+    for name in SERVICES:
+        resources = _pod(checks.by_kind(objects, "Deployment")[name])["containers"][0]["resources"]
+        assert resources["requests"] == {"cpu": "100m", "memory": "512Mi"}
+    binding = checks.by_kind(objects, "RoleBinding")["h2a-training-launcher"]
+    assert binding["subjects"][0]["namespace"] == "h2a-dev"
+
+
+def test_prod_overlay_uses_the_external_store(kustomize, checks) -> None:
+    objects = kustomize("overlays/prod")
+    assert "minio" not in checks.by_kind(objects, "Deployment")
+    assert not checks.by_kind(objects, "Secret")
+    config = checks.by_kind(objects, "ConfigMap")["h2a-config"]["data"]
+    assert config["H2A_STORE_SECURE"] == "true"
+    assert config["H2A_STORE_ENDPOINT"] != "minio:9000"
+    for name in SERVICES:
+        deployment = checks.by_kind(objects, "Deployment")[name]
+        assert deployment["spec"]["replicas"] == 2
+        volumes = _pod(deployment)["volumes"]
+        assert [vol["secret"]["secretName"] for vol in volumes if "secret" in vol] == [
+            "minio-credentials"
+        ]
+        hpa = checks.by_kind(objects, "HorizontalPodAutoscaler")[name]
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+
+
+@pytest.mark.parametrize(
+    ("job", "stage"), [("h2a-pretrain", "pretrain"), ("h2a-finetune", "finetune")]
+)
+def test_training_jobs_are_placed_on_a100_with_store_credentials(
+    kustomize, checks, job, stage
+) -> None:
+    pytorchjob = checks.by_kind(kustomize("training"), "PyTorchJob")[job]
+    replicas = pytorchjob["spec"]["pytorchReplicaSpecs"]
+    assert "Master" in replicas
+    for replica in replicas.values():
+        pod = replica["template"]["spec"]
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+            "tolerations"
+        ]
+        (container,) = pod["containers"]
+        # The training operator configures the container named "pytorch" only.
+        assert container["name"] == "pytorch"
+        assert container["command"][:4] == ["torchrun", "--module", "services.trainer", stage]
+        gpus = container["resources"]["limits"]["nvidia.com/gpu"]
+        assert gpus == pytorchjob["spec"]["nprocPerNode"]
+        shm = {vol["name"]: vol for vol in pod["volumes"]}["dshm"]
+        assert shm["emptyDir"]["medium"] == "Memory"
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+        secret_env = {
+            item["name"]: item["valueFrom"]["secretKeyRef"]
+            for item in container["env"]
+            if "valueFrom" in item
+        }
+        assert secret_env == {
+            "H2A_STORE_ACCESS_KEY": {"name": "h2a-store", "key": "accesskey"},
+            "H2A_STORE_SECRET_KEY": {"name": "h2a-store", "key": "secretkey"},
+        }
+    assert ("Worker" in replicas) == (stage == "pretrain")
