@@ -95,7 +95,8 @@ def test_defaults_deploy_four_services_with_bundled_minio(render_chart, checks) 
         # With an autoscaler the Deployment leaves the replica count to it.
         assert "replicas" not in deployments[f"h2a-hashtag2action-{name}"]["spec"]
     persons = _env(_server(deployments["h2a-hashtag2action-persons"]))
-    assert persons["H2A_PERSONS_WEIGHTS"] == "s3://hashtag2action/models/yolo11n-pose.pt"
+    assert persons["H2A_PERSONS_STORE_WEIGHTS"] == "person-detector.pt"
+    assert "H2A_PERSONS_WEIGHTS" not in persons
     assert _env(_server(deployments["h2a-hashtag2action-scenes"]))["H2A_SCENES_DETECTOR"] == (
         "adaptive"
     )
@@ -149,10 +150,11 @@ def test_prod_values_set_replicas_autoscaling_and_settings(render_chart, checks)
 
 
 def test_weights_from_the_image(render_chart, checks) -> None:
-    weights = {"source": "image", "key": "", "path": "/opt/weights/yolo11n-pose.pt"}
+    weights = {"source": "image", "path": "/opt/weights/yolo11n-pose.pt"}
     objects = render_chart({"services": {"persons": {"config": {"weights": weights}}}})
-    persons = checks.by_kind(objects, "Deployment")["h2a-hashtag2action-persons"]
-    assert _env(_server(persons))["H2A_PERSONS_WEIGHTS"] == "/opt/weights/yolo11n-pose.pt"
+    persons = _env(_server(checks.by_kind(objects, "Deployment")["h2a-hashtag2action-persons"]))
+    assert persons["H2A_PERSONS_WEIGHTS"] == "/opt/weights/yolo11n-pose.pt"
+    assert "H2A_PERSONS_STORE_WEIGHTS" not in persons
 
 
 def test_pipeline_upload_hook_job(render_chart, checks) -> None:
