@@ -6,6 +6,9 @@ is read from torchvision, which ships the 400 names with its video models, so th
 
 from __future__ import annotations
 
+import importlib.util
+from functools import cache
+from pathlib import Path
 from typing import Literal
 
 __all__ = ["HMDB51", "UCF101", "SeedList", "seed_actions"]
@@ -42,6 +45,21 @@ HMDB51: tuple[str, ...] = (
 )  # fmt: skip
 
 
+@cache
+def _kinetics400() -> tuple[str, ...]:
+    # torchvision/models/_meta.py is plain data with no imports; loading that one file skips
+    # importing torch (seconds), which `h2a hashtags plan` has no other use for.
+    package = importlib.util.find_spec("torchvision")
+    folders = package.submodule_search_locations if package else None
+    path = Path(next(iter(folders))) / "models" / "_meta.py" if folders else None
+    spec = importlib.util.spec_from_file_location("_h2a_tv_meta", path) if path else None
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError("torchvision is needed for the Kinetics-400 class names")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(module._KINETICS400_CATEGORIES)
+
+
 def seed_actions(name: SeedList) -> tuple[str, ...]:
     """The class names of one built-in benchmark.
 
@@ -56,7 +74,5 @@ def seed_actions(name: SeedList) -> tuple[str, ...]:
     if name == "hmdb51":
         return HMDB51
     if name == "k400":
-        from torchvision.models._meta import _KINETICS400_CATEGORIES
-
-        return tuple(_KINETICS400_CATEGORIES)
+        return _kinetics400()
     raise ValueError(f"seed list must be one of ucf101, hmdb51, k400; got {name!r}")

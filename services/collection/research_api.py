@@ -267,7 +267,8 @@ class ResearchClient:
                 self._token, refreshed = None, True
                 continue
             if status == 429 or status >= 500:
-                attempt += 1
+                # A new attempt may again meet a revoked token: it earns its own refresh.
+                attempt, refreshed = attempt + 1, False
                 if attempt <= self.settings.max_retries:
                     delay = self._backoff(attempt - 1)
                     _logger.warning("research API HTTP %d, retry in %.2f s", status, delay)
