@@ -99,13 +99,16 @@ def helm(tools: Tools) -> Callable[..., subprocess.CompletedProcess[str]]:
 def helm_template(
     helm: Callable[..., subprocess.CompletedProcess[str]], tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``helm template`` of the chart with a values dict: release h2a, namespace research."""
+    """``helm template`` of the chart with a values dict, as release ``hashtag2action`` (the name
+    the pipeline's default service addresses assume) in namespace ``research``."""
     values_dir = tmp_path_factory.mktemp("values")
 
     def template(values: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
         values_file = values_dir / f"values-{len(list(values_dir.iterdir()))}.yaml"
         values_file.write_text(yaml.safe_dump(values or {}))
-        return helm("template", "h2a", CHART, "--namespace", "research", "-f", values_file)
+        return helm(
+            "template", "hashtag2action", CHART, "--namespace", "research", "-f", values_file
+        )
 
     return template
 

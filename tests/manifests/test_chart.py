@@ -75,29 +75,29 @@ def test_every_rendered_object_validates_and_every_pod_is_hardened(
 def test_defaults_deploy_four_services_with_bundled_minio(render_chart, checks) -> None:
     objects = render_chart()
     deployments = checks.by_kind(objects, "Deployment")
-    assert set(deployments) == {f"h2a-hashtag2action-{name}" for name in (*SERVICES, "minio")}
+    assert set(deployments) == {f"hashtag2action-{name}" for name in (*SERVICES, "minio")}
     for kind in ("Service", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"):
         components = {_component(obj) for obj in checks.by_kind(objects, kind).values()}
         assert set(SERVICES) <= components, kind
     autoscalers = checks.by_kind(objects, "HorizontalPodAutoscaler")
     assert {hpa["spec"]["scaleTargetRef"]["name"] for hpa in autoscalers.values()} == {
-        f"h2a-hashtag2action-{name}" for name in SERVICES
+        f"hashtag2action-{name}" for name in SERVICES
     }
-    config = checks.by_kind(objects, "ConfigMap")["h2a-hashtag2action-config"]["data"]
-    assert config["H2A_STORE_ENDPOINT"] == "h2a-hashtag2action-minio:9000"
+    config = checks.by_kind(objects, "ConfigMap")["hashtag2action-config"]["data"]
+    assert config["H2A_STORE_ENDPOINT"] == "hashtag2action-minio:9000"
     assert "H2A_STORE_REGION" not in config
-    minio_secret = checks.by_kind(objects, "Secret")["h2a-hashtag2action-minio"]
+    minio_secret = checks.by_kind(objects, "Secret")["hashtag2action-store"]
     assert set(minio_secret["data"]) == {"accesskey", "secretkey"}
     for name in SERVICES:
-        pod = deployments[f"h2a-hashtag2action-{name}"]["spec"]["template"]["spec"]
+        pod = deployments[f"hashtag2action-{name}"]["spec"]["template"]["spec"]
         secrets = [vol["secret"]["secretName"] for vol in pod["volumes"] if "secret" in vol]
-        assert secrets == ["h2a-hashtag2action-minio"]
+        assert secrets == ["hashtag2action-store"]
         # With an autoscaler the Deployment leaves the replica count to it.
-        assert "replicas" not in deployments[f"h2a-hashtag2action-{name}"]["spec"]
-    persons = _env(_server(deployments["h2a-hashtag2action-persons"]))
+        assert "replicas" not in deployments[f"hashtag2action-{name}"]["spec"]
+    persons = _env(_server(deployments["hashtag2action-persons"]))
     assert persons["H2A_PERSONS_STORE_WEIGHTS"] == "person-detector.pt"
     assert "H2A_PERSONS_WEIGHTS" not in persons
-    assert _env(_server(deployments["h2a-hashtag2action-scenes"]))["H2A_SCENES_DETECTOR"] == (
+    assert _env(_server(deployments["hashtag2action-scenes"]))["H2A_SCENES_DETECTOR"] == (
         "adaptive"
     )
 
@@ -106,7 +106,7 @@ def test_external_store_uses_the_existing_secret_and_no_minio(render_chart, chec
     objects = render_chart(EXTERNAL_STORE)
     assert not [obj for obj in objects if _component(obj) == "minio"]
     assert "Secret" not in {obj["kind"] for obj in objects}
-    config = checks.by_kind(objects, "ConfigMap")["h2a-hashtag2action-config"]["data"]
+    config = checks.by_kind(objects, "ConfigMap")["hashtag2action-config"]["data"]
     assert config["H2A_STORE_ENDPOINT"] == "s3.research.example.org:443"
     assert (config["H2A_STORE_SECURE"], config["H2A_STORE_REGION"]) == ("true", "eu-west-1")
     for deployment in checks.by_kind(objects, "Deployment").values():
@@ -132,10 +132,9 @@ def test_prod_values_set_replicas_autoscaling_and_settings(render_chart, checks)
     assert not checks.by_kind(fixed, "HorizontalPodAutoscaler")
     for name in SERVICES:
         assert (
-            checks.by_kind(fixed, "Deployment")[f"h2a-hashtag2action-{name}"]["spec"]["replicas"]
-            == 3
+            checks.by_kind(fixed, "Deployment")[f"hashtag2action-{name}"]["spec"]["replicas"] == 3
         )
-    config = checks.by_kind(fixed, "ConfigMap")["h2a-hashtag2action-config"]["data"]
+    config = checks.by_kind(fixed, "ConfigMap")["hashtag2action-config"]["data"]
     assert (config["H2A_GRPC_MAX_WORKERS"], config["H2A_LOG_LEVEL"]) == ("8", "WARNING")
 
     scaled = render_chart(PROD_AUTOSCALED)
@@ -152,14 +151,14 @@ def test_prod_values_set_replicas_autoscaling_and_settings(render_chart, checks)
 def test_weights_from_the_image(render_chart, checks) -> None:
     weights = {"source": "image", "path": "/opt/weights/yolo11n-pose.pt"}
     objects = render_chart({"services": {"persons": {"config": {"weights": weights}}}})
-    persons = _env(_server(checks.by_kind(objects, "Deployment")["h2a-hashtag2action-persons"]))
+    persons = _env(_server(checks.by_kind(objects, "Deployment")["hashtag2action-persons"]))
     assert persons["H2A_PERSONS_WEIGHTS"] == "/opt/weights/yolo11n-pose.pt"
     assert "H2A_PERSONS_STORE_WEIGHTS" not in persons
 
 
 def test_pipeline_upload_hook_job(render_chart, checks) -> None:
     objects = render_chart({"pipeline": {"kfpHost": "http://kfp.example:8888", "name": "h2a-v2"}})
-    job = checks.by_kind(objects, "Job")["h2a-hashtag2action-pipeline-upload"]
+    job = checks.by_kind(objects, "Job")["hashtag2action-pipeline-upload"]
     hooks = job["metadata"]["annotations"]["helm.sh/hook"]
     assert set(hooks.split(",")) == {"post-install", "post-upgrade"}
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -177,7 +176,7 @@ def test_pipeline_upload_hook_job(render_chart, checks) -> None:
 
 def test_rbac_lets_the_runner_launch_and_watch_training(render_chart, checks) -> None:
     objects = render_chart()
-    role = checks.by_kind(objects, "Role")["h2a-hashtag2action-training-launcher"]
+    role = checks.by_kind(objects, "Role")["hashtag2action-training-launcher"]
     granted = {
         (group, resource, verb)
         for rule in role["rules"]
@@ -190,9 +189,13 @@ def test_rbac_lets_the_runner_launch_and_watch_training(render_chart, checks) ->
             assert (group, resource, verb) in granted
     assert ("", "pods/log", "get") in granted
     assert not [verb for *_, verb in granted if verb in ("*", "update", "patch")]
-    binding = checks.by_kind(objects, "RoleBinding")["h2a-hashtag2action-training-launcher"]
+    binding = checks.by_kind(objects, "RoleBinding")["hashtag2action-training-launcher"]
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "h2a-pipeline-runner", "namespace": "research"}
+        {
+            "kind": "ServiceAccount",
+            "name": "hashtag2action-pipeline-runner",
+            "namespace": "research",
+        }
     ]
     assert not [obj for obj in render_chart({"rbac": {"create": False}}) if obj["kind"] == "Role"]
 

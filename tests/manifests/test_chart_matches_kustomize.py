@@ -11,15 +11,14 @@ SERVICES = ("ingestion", "scenes", "persons", "clips")
 
 
 def _essentials(deployment: dict[str, Any]) -> dict[str, Any]:
-    """What must match between the trees; names, labels and the secret's name may differ."""
+    """What must match between the trees (labels differ: the chart adds release labels)."""
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     return {
         "pod_security": pod["securityContext"],
         "grace": pod["terminationGracePeriodSeconds"],
-        "volumes": [
-            {key: value for key, value in vol.items() if key != "secret"} for vol in pod["volumes"]
-        ],
+        "service_account": pod["serviceAccountName"],
+        "volumes": pod["volumes"],
         "name": container["name"],
         "image": container["image"],
         "command": container["command"],
@@ -28,6 +27,7 @@ def _essentials(deployment: dict[str, Any]) -> dict[str, Any]:
         "security": container["securityContext"],
         "resources": container["resources"],
         "mounts": container["volumeMounts"],
+        "env_from": container["envFrom"],
         "env": container["env"],
     }
 
@@ -40,15 +40,16 @@ def trees(render_chart, kustomize, checks) -> tuple[list[dict], list[dict]]:
 @pytest.mark.parametrize("service", SERVICES)
 def test_deployment_essentials_match(trees, checks, service) -> None:
     chart, base = trees
-    from_chart = _essentials(checks.by_kind(chart, "Deployment")[f"h2a-hashtag2action-{service}"])
-    from_base = _essentials(checks.by_kind(base, "Deployment")[service])
+    name = f"hashtag2action-{service}"
+    from_chart = _essentials(checks.by_kind(chart, "Deployment")[name])
+    from_base = _essentials(checks.by_kind(base, "Deployment")[name])
     assert from_chart == from_base
 
 
 def test_settings_match(trees, checks) -> None:
     chart, base = trees
-    from_chart = checks.by_kind(chart, "ConfigMap")["h2a-hashtag2action-config"]["data"]
-    from_base = checks.by_kind(base, "ConfigMap")["h2a-config"]["data"]
+    from_chart = checks.by_kind(chart, "ConfigMap")["hashtag2action-config"]["data"]
+    from_base = checks.by_kind(base, "ConfigMap")["hashtag2action-config"]["data"]
     # The endpoint names the bundled MinIO, whose Service name carries the release.
     from_chart.pop("H2A_STORE_ENDPOINT")
     from_base.pop("H2A_STORE_ENDPOINT")
@@ -61,9 +62,11 @@ def test_policies_and_rbac_match(trees, checks) -> None:
         ("HorizontalPodAutoscaler", "metrics"),
         ("PodDisruptionBudget", "maxUnavailable"),
         ("NetworkPolicy", "ingress"),
+        ("Service", "ports"),
     ):
         for service in SERVICES:
-            from_chart = checks.by_kind(chart, kind)[f"h2a-hashtag2action-{service}"]["spec"]
-            assert from_chart[field] == checks.by_kind(base, kind)[service]["spec"][field], kind
-    from_chart = checks.by_kind(chart, "Role")["h2a-hashtag2action-training-launcher"]["rules"]
-    assert from_chart == checks.by_kind(base, "Role")["h2a-training-launcher"]["rules"]
+            name = f"hashtag2action-{service}"
+            from_chart = checks.by_kind(chart, kind)[name]["spec"][field]
+            assert from_chart == checks.by_kind(base, kind)[name]["spec"][field], kind
+    from_chart = checks.by_kind(chart, "Role")["hashtag2action-training-launcher"]["rules"]
+    assert from_chart == checks.by_kind(base, "Role")["hashtag2action-training-launcher"]["rules"]

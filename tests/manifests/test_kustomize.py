@@ -31,14 +31,16 @@ def test_every_built_object_validates_and_every_pod_is_hardened(kustomize, check
 
 def test_validation_catches_a_misspelt_field(kustomize, checks) -> None:
     base = kustomize("base")
-    deployment = copy.deepcopy(checks.by_kind(base, "Deployment")["scenes"])
+    deployment = copy.deepcopy(checks.by_kind(base, "Deployment")["hashtag2action-scenes"])
     _pod(deployment)["containers"][0]["readinesProbe"] = _pod(deployment)["containers"][0].pop(
         "readinessProbe"
     )
     with pytest.raises(jsonschema.ValidationError, match="readinesProbe"):
         checks.validate_object(deployment)
 
-    job = copy.deepcopy(checks.by_kind(kustomize("training"), "PyTorchJob")["h2a-pretrain"])
+    job = copy.deepcopy(
+        checks.by_kind(kustomize("training"), "PyTorchJob")["hashtag2action-pretrain"]
+    )
     job["spec"]["nprocPerNodes"] = job["spec"].pop("nprocPerNode")
     with pytest.raises(InvalidResource, match="nprocPerNodes"):
         checks.validate_object(job)
@@ -48,10 +50,11 @@ def test_base_serves_each_service_over_grpc(kustomize, checks) -> None:
     objects = kustomize("base")
     deployments = checks.by_kind(objects, "Deployment")
     services = checks.by_kind(objects, "Service")
-    assert set(deployments) == set(SERVICES)
-    for name in SERVICES:
+    assert set(deployments) == {f"hashtag2action-{name}" for name in SERVICES}
+    for service in SERVICES:
+        name = f"hashtag2action-{service}"
         container = _pod(deployments[name])["containers"][0]
-        assert container["command"] == ["python", "-m", f"services.{name}"]
+        assert container["command"] == ["python", "-m", f"services.{service}"]
         assert container["ports"] == [{"name": "grpc", "containerPort": 50051}]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": 50051}, (name, probe)
@@ -69,17 +72,18 @@ def test_dev_overlay_runs_a_single_node_minio(kustomize, checks) -> None:
     assert minio["spec"]["strategy"]["type"] == "Recreate"
     claim = _pod(minio)["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert claim in checks.by_kind(objects, "PersistentVolumeClaim")
-    assert set(checks.by_kind(objects, "Secret")["h2a-store"]["stringData"]) == {
+    assert set(checks.by_kind(objects, "Secret")["hashtag2action-store"]["stringData"]) == {
         "accesskey",
         "secretkey",
     }
-    config = checks.by_kind(objects, "ConfigMap")["h2a-config"]["data"]
+    config = checks.by_kind(objects, "ConfigMap")["hashtag2action-config"]["data"]
     port = checks.by_kind(objects, "Service")["minio"]["spec"]["ports"][0]["port"]
     assert config["H2A_STORE_ENDPOINT"] == f"minio:{port}"
-    for name in SERVICES:
-        resources = _pod(checks.by_kind(objects, "Deployment")[name])["containers"][0]["resources"]
+    for service in SERVICES:
+        deployment = checks.by_kind(objects, "Deployment")[f"hashtag2action-{service}"]
+        resources = _pod(deployment)["containers"][0]["resources"]
         assert resources["requests"] == {"cpu": "100m", "memory": "512Mi"}
-    binding = checks.by_kind(objects, "RoleBinding")["h2a-training-launcher"]
+    binding = checks.by_kind(objects, "RoleBinding")["hashtag2action-training-launcher"]
     assert binding["subjects"][0]["namespace"] == "h2a-dev"
 
 
@@ -87,10 +91,11 @@ def test_prod_overlay_uses_the_external_store(kustomize, checks) -> None:
     objects = kustomize("overlays/prod")
     assert "minio" not in checks.by_kind(objects, "Deployment")
     assert not checks.by_kind(objects, "Secret")
-    config = checks.by_kind(objects, "ConfigMap")["h2a-config"]["data"]
+    config = checks.by_kind(objects, "ConfigMap")["hashtag2action-config"]["data"]
     assert config["H2A_STORE_SECURE"] == "true"
     assert config["H2A_STORE_ENDPOINT"] != "minio:9000"
-    for name in SERVICES:
+    for service in SERVICES:
+        name = f"hashtag2action-{service}"
         deployment = checks.by_kind(objects, "Deployment")[name]
         assert deployment["spec"]["replicas"] == 2
         volumes = _pod(deployment)["volumes"]
@@ -102,7 +107,8 @@ def test_prod_overlay_uses_the_external_store(kustomize, checks) -> None:
 
 
 @pytest.mark.parametrize(
-    ("job", "stage"), [("h2a-pretrain", "pretrain"), ("h2a-finetune", "finetune")]
+    ("job", "stage"),
+    [("hashtag2action-pretrain", "pretrain"), ("hashtag2action-finetune", "finetune")],
 )
 def test_training_jobs_are_placed_on_a100_with_store_credentials(
     kustomize, checks, job, stage
@@ -131,7 +137,7 @@ def test_training_jobs_are_placed_on_a100_with_store_credentials(
             if "valueFrom" in item
         }
         assert secret_env == {
-            "H2A_STORE_ACCESS_KEY": {"name": "h2a-store", "key": "accesskey"},
-            "H2A_STORE_SECRET_KEY": {"name": "h2a-store", "key": "secretkey"},
+            "H2A_STORE_ACCESS_KEY": {"name": "hashtag2action-store", "key": "accesskey"},
+            "H2A_STORE_SECRET_KEY": {"name": "hashtag2action-store", "key": "secretkey"},
         }
     assert ("Worker" in replicas) == (stage == "pretrain")

@@ -33,7 +33,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* The secret holding the store credentials (keys accesskey/secretkey). */}}
 {{- define "hashtag2action.storeSecret" -}}
 {{- if .Values.minio.enabled -}}
-{{- printf "%s-minio" (include "hashtag2action.fullname" .) -}}
+{{- printf "%s-store" (include "hashtag2action.fullname" .) -}}
 {{- else -}}
 {{- .Values.store.existingSecret -}}
 {{- end -}}
