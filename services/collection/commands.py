@@ -8,7 +8,7 @@ from ``H2A_RESEARCH_*`` (credentials only there or in a mounted secret, never as
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 from rich.console import Console
@@ -29,7 +29,8 @@ _SEED_CHOICES = ("ucf101", "hmdb51", "k400", "none")
 def _setup() -> Console:
     settings = LoggingSettings()
     configure_logging("collection", settings.level, json_lines=False)
-    return Console(soft_wrap=False)
+    # No markup: hashtags, queries ("IN [piano]") and paths are printed as they are.
+    return Console(soft_wrap=False, markup=False, highlight=False)
 
 
 def _read_list(path: Path | None) -> list[str]:
@@ -162,7 +163,11 @@ def plan(
     help="auto: yt-dlp when installed, else plain HTTP.",
 )
 def collect(
-    plan_path: Path, out: Path, run: str | None, download_dir: Path | None, downloader: str
+    plan_path: Path,
+    out: Path,
+    run: str | None,
+    download_dir: Path | None,
+    downloader: Literal["auto", "http", "yt-dlp"],
 ) -> None:
     """Collect the plan's hashtags through the research API into an ingestion manifest."""
     from services.collection.downloader import select_downloader
@@ -175,7 +180,7 @@ def collect(
     run = run or plan_path.stem
     try:
         client = ResearchClient(ResearchSettings())
-        fetcher = select_downloader(downloader) if download_dir else None  # type: ignore[arg-type]
+        fetcher = select_downloader(downloader) if download_dir else None
         summary = run_collection(
             load_plan(plan_path),
             client,

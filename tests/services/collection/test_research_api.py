@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from services.collection.research_api import (
     ResearchClient,
     ResearchSettings,
     collect,
+    measure_views,
 )
 from services.common.errors import ConfigError, QuotaExceeded
 from services.common.store import ClipStore
@@ -234,3 +236,13 @@ def test_credentials_never_printed_or_logged(fake_api, tmp_path, monkeypatch, ca
         assert secret not in shown
     state = (tmp_path / "store" / "state" / "collect" / "plan.json").read_text()
     assert CLIENT_SECRET not in state and "act.0" not in state
+
+
+def test_measure_views_sums_the_newest_window(fake_api, research_settings):
+    api, _ = fake_api
+    api.videos["piano"] = make_videos("piano", 30, 60)
+    views = measure_views(ResearchClient(research_settings), ["piano", "nothing"])
+    window_start = datetime(2026, 10, 22, tzinfo=UTC).timestamp()
+    newest = [v for v in api.videos["piano"] if v["create_time"] >= window_start][:20]
+    assert views == {"piano": sum(v["view_count"] for v in newest), "nothing": 0}
+    assert [q["start_date"] for q in api.queries] == ["20261022", "20261022"]
