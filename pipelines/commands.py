@@ -1,0 +1,256 @@
+"""``h2a pipeline {compile,submit,upload,run-local}`` and ``h2a demo``.
+
+``compile`` writes the IR YAML; ``submit`` creates a run on a Kubeflow Pipelines API (what CI
+uses); ``upload`` registers the compiled pipeline, or a new version of it (the Helm hook Job);
+``run-local`` runs the same pipeline with kfp's ``SubprocessRunner`` on an embedded store, and
+``demo`` is ``run-local`` on the bundled sample videos with a tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["DEMO_ARGUMENTS", "LocalRun", "demo", "pipeline", "run_local"]
+
+# A run that shows every step on 2 CPU cores in minutes: the tiny ViT, one curated clip per
+# batch (the samples give few clips), the moving-squares benchmark.
+DEMO_ARGUMENTS: dict[str, Any] = {
+    "shards": 2,
+    "curate_workers": 2,
+    "model_size": "tiny",
+    "epochs": 2,
+    "finetune_epochs": 6,
+    "pretrain_overrides": ["data.batch_size=1", "runtime.progress=false"],
+    "finetune_overrides": ["runtime.progress=false"],
+    "benchmarks": ["synthetic"],
+    "synthetic_per_class": 8,
+}
+
+
+def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+    """``k=v`` pairs; a value that parses as JSON is taken as such (numbers, lists, dicts)."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="--param")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _compiled(package: Path | None) -> Path:
+    from pipelines.curate_and_train import PIPELINE_NAME, compile_pipeline
+
+    if package is not None and package.is_file():
+        return package
+    target = package or Path(tempfile.mkdtemp(prefix="h2a-pipeline-")) / f"{PIPELINE_NAME}.yaml"
+    return compile_pipeline(target)
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """Where a local run left its outputs."""
+
+    folder: Path
+    """The run's folder under the pipeline root: one sub-folder per task."""
+    report: Path
+    summary: Path
+    elapsed_s: float
+
+
+def run_local(arguments: dict[str, Any], pipeline_root: Path) -> LocalRun:
+    """Run the pipeline with kfp's ``SubprocessRunner`` in this machine's Python.
+
+    Args:
+        arguments: pipeline parameters; ``launcher`` defaults to ``local`` and the store to the
+            embedded default folder.
+        pipeline_root: where kfp writes each run's artifacts.
+
+    Returns:
+        The run folder and the report and summary artifacts.
+    """
+    from kfp import local
+
+    from pipelines.curate_and_train import curate_and_train
+    from services.common.config import default_store_root
+
+    arguments = {
+        "launcher": "local",
+        "store_backend": "local",
+        "store_root": str(default_store_root().resolve()),
+        **arguments,
+    }
+    pipeline_root = Path(pipeline_root).resolve()
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    before = set(pipeline_root.iterdir())
+    started = time.monotonic()
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+    )
+    task = curate_and_train(**arguments)
+    (folder,) = set(pipeline_root.iterdir()) - before
+    return LocalRun(
+        folder=folder,
+        report=Path(task.outputs["report"].path),
+        summary=Path(task.outputs["summary"].path),
+        elapsed_s=time.monotonic() - started,
+    )
+
+
+@click.group("pipeline")
+def pipeline() -> None:
+    """Compile, submit, upload or locally run the Kubeflow pipeline."""
+
+
+@pipeline.command("compile")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("hashtag2action-curate-and-train.yaml"),
+    show_default=True,
+    help="Where to write the IR YAML.",
+)
+def compile_command(output: Path) -> None:
+    """Write the pipeline's IR YAML."""
+    from pipelines.curate_and_train import compile_pipeline
+
+    click.echo(compile_pipeline(output))
+
+
+_PARAM = click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A pipeline parameter (repeatable); JSON values for lists and dicts.",
+)
+
+
+@pipeline.command("submit")
+@click.option("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline:8888.")
+@click.option("--namespace", default=None, help="Kubeflow profile namespace of the run.")
+@click.option("--experiment", default="hashtag2action", show_default=True)
+@click.option("--run-name", default=None, help="Default: the pipeline name and a timestamp.")
+@click.option("--package", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A compiled IR YAML (default: compile now).")  # fmt: skip
+@click.option("--wait/--no-wait", default=False, help="Wait for the run to finish.")
+@click.option("--timeout-s", default=24 * 3600, show_default=True, help="With --wait.")
+@_PARAM
+def submit(
+    host: str,
+    namespace: str | None,
+    experiment: str,
+    run_name: str | None,
+    package: Path | None,
+    wait: bool,
+    timeout_s: int,
+    params: tuple[str, ...],
+) -> None:
+    """Create a run of the pipeline on a Kubeflow Pipelines API."""
+    import kfp
+
+    client = kfp.Client(host=host, namespace=namespace)
+    result = client.create_run_from_pipeline_package(
+        str(_compiled(package)),
+        arguments=_parse_params(params),
+        run_name=run_name,
+        experiment_name=experiment,
+        namespace=namespace,
+    )
+    click.echo(f"run {result.run_id} created in experiment {experiment!r}")
+    if wait:
+        run = client.wait_for_run_completion(result.run_id, timeout=timeout_s)
+        click.echo(f"run {result.run_id} finished: {run.state}")
+        if run.state != "SUCCEEDED":
+            raise click.ClickException(f"run {result.run_id} ended {run.state}")
+
+
+@pipeline.command("upload")
+@click.option("--host", required=True, help="KFP API endpoint.")
+@click.option("--name", default="hashtag2action", show_default=True, help="Pipeline name.")
+@click.option("--package", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A compiled IR YAML (default: compile now).")  # fmt: skip
+def upload(host: str, name: str, package: Path | None) -> None:
+    """Register the pipeline, or add a version when a pipeline of that name exists."""
+    import importlib.metadata
+
+    import kfp
+
+    client = kfp.Client(host=host)
+    path = str(_compiled(package))
+    pipeline_id = client.get_pipeline_id(name)
+    if pipeline_id is None:
+        created = client.upload_pipeline(path, pipeline_name=name)
+        click.echo(f"pipeline {name!r} created: {created.pipeline_id}")
+        return
+    # Unique per upload: every Helm upgrade adds a version, the newest is the default.
+    version_name = (
+        f"{importlib.metadata.version('hashtag2action')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    version = client.upload_pipeline_version(
+        path, pipeline_version_name=version_name, pipeline_id=pipeline_id
+    )
+    click.echo(f"pipeline {name!r}: version {version.pipeline_version_id} added")
+
+
+@pipeline.command("run-local")
+@click.option("--source", required=True, help="Videos: file, folder, URL or manifest.")
+@click.option("--store", "store_root", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Embedded store folder (default: .h2a/store).")  # fmt: skip
+@click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".h2a/pipeline"), show_default=True,
+              help="Where kfp keeps each run's artifacts.")  # fmt: skip
+@_PARAM
+def run_local_command(
+    source: str, store_root: Path | None, pipeline_root: Path, params: tuple[str, ...]
+) -> None:
+    """Run the whole pipeline on this machine (kfp SubprocessRunner, torchrun on CPU)."""
+    arguments = {"source": source, **_parse_params(params)}
+    if store_root is not None:
+        arguments["store_root"] = str(store_root.resolve())
+    _print_run(run_local(arguments, pipeline_root))
+
+
+def _print_run(run: LocalRun) -> None:
+    click.echo(f"pipeline finished in {run.elapsed_s:.0f} s")
+    click.echo(f"  artifacts: {run.folder}")
+    click.echo(f"  dataset report: {run.report}")
+    click.echo(f"  benchmark summary: {run.summary}")
+    click.echo("")
+    click.echo(run.summary.read_text())
+
+
+@click.command("demo")
+@click.option("--store", "store_root", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Embedded store folder (default: .h2a/store).")  # fmt: skip
+@click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".h2a/pipeline"), show_default=True)  # fmt: skip
+def demo(store_root: Path | None, pipeline_root: Path) -> None:
+    """The pipeline on the sample videos with a tiny model and a synthetic benchmark."""
+    from services.common.samples import SAMPLE_HASHTAGS, sample_videos
+
+    pipeline_root = pipeline_root.resolve()
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    source = pipeline_root / "demo-sources.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"url": str(path), "hashtag": SAMPLE_HASHTAGS[name]}) + "\n"
+            for name, path in sample_videos().items()
+        )
+    )
+    arguments = {"source": str(source), **DEMO_ARGUMENTS}
+    if store_root is not None:
+        arguments["store_root"] = str(store_root.resolve())
+    _print_run(run_local(arguments, pipeline_root))

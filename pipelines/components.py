@@ -1,0 +1,296 @@
+"""The KFP components of the curate-and-train pipeline.
+
+Every component is a lightweight ``@dsl.component`` on our image whose body imports
+``pipelines.steps`` and calls one step, then fills its artifacts: kfp's ``SubprocessRunner``
+runs only lightweight Python components, and a component body travels as source, so the bodies
+import rather than define.
+"""
+
+from kfp import dsl
+from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from pipelines.steps import IMAGE
+
+__all__ = [
+    "curate_shard",
+    "dataset_report",
+    "evaluate",
+    "finetune",
+    "plan_shards",
+    "pretrain",
+    "summarize",
+]
+
+
+@dsl.component(base_image=IMAGE)
+def plan_shards(
+    source: str,
+    hashtags: str,
+    shards: int,
+    store_backend: str,
+    store_root: str,
+    store_endpoint: str,
+    store_bucket: str,
+    sources: Output[Dataset],
+) -> list:
+    """Expand the source into videos and split them into shard manifests in the store."""
+    from pipelines.steps import open_store, split_sources
+
+    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
+    keys = split_sources(source, hashtags, shards, store)
+    rows = [line for key in keys for line in store.get_lines(key)]
+    with open(sources.path, "w") as handle:
+        handle.writelines(f"{row}\n" for row in rows)
+    sources.metadata.update(videos=len(rows), shards=len(keys), source=source)
+    return keys
+
+
+@dsl.component(base_image=IMAGE)
+def curate_shard(
+    shard: str,
+    dataset: str,
+    launcher: str,
+    stage_services: dict,
+    workers: int,
+    store_backend: str,
+    store_root: str,
+    store_endpoint: str,
+    store_bucket: str,
+    clips: Output[Dataset],
+) -> str:
+    """Ingest -> scenes -> persons -> clip for one shard; returns the shard's dataset name.
+
+    In the cluster the stages are the four gRPC services; with ``launcher="local"`` they run
+    in this process.
+    """
+    from collections import Counter
+
+    from pipelines.steps import curate_one_shard, open_store
+
+    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
+    services = None if launcher == "local" else stage_services
+    summary = curate_one_shard(shard, dataset, services, store, workers)
+    lines = [r.to_json() for r in summary.results if hasattr(r, "clip")]
+    with open(clips.path, "w") as handle:
+        handle.writelines(f"{line}\n" for line in lines)
+    failed = Counter(getattr(r, "stage", "") for r in summary.results if not hasattr(r, "clip"))
+    passed = summary.videos
+    stages = {}
+    for stage in ("ingestion", "scenes", "persons", "clips"):
+        passed -= failed.get(stage, 0)
+        stages[f"passed_{stage}"] = passed
+    clips.metadata.update(
+        dataset=summary.dataset,
+        videos=summary.videos,
+        clips=len(lines),
+        review=summary.review,
+        rejected=summary.rejected,
+        reasons=summary.reasons,
+        **stages,
+    )
+    return summary.dataset
+
+
+@dsl.component(base_image=IMAGE)
+def dataset_report(
+    dataset: str,
+    shards: list,
+    store_backend: str,
+    store_root: str,
+    store_endpoint: str,
+    store_bucket: str,
+    manifest: Output[Dataset],
+    report: Output[Markdown],
+    counts: Output[Metrics],
+) -> str:
+    """Merge the shards into the dataset's manifests; the report, its counts and the manifest.
+
+    Returns the store URI of the dataset folder, the trainer's ``--manifest``.
+    """
+    from pathlib import Path
+
+    from pipelines.steps import merge_shards, open_store, report_markdown
+    from services.common.store import ClipStore
+
+    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
+    manifests = merge_shards(dataset, shards, store)
+    with open(report.path, "w") as handle:
+        handle.write(report_markdown(store, dataset))
+    clip_lines = store.get_lines(ClipStore.manifest_key(dataset, "clips.jsonl"))
+    labels = store.get_json(ClipStore.manifest_key(dataset, "labels.json"))
+    for name in ("review.jsonl", "rejections.jsonl"):
+        lines = store.get_lines(ClipStore.manifest_key(dataset, name))
+        counts.log_metric(name.removesuffix(".jsonl"), len(lines))
+    counts.log_metric("clips", len(clip_lines))
+    counts.log_metric("hashtags", len(labels))
+    store.download(ClipStore.manifest_key(dataset, "pretrain.csv"), Path(manifest.path))
+    folder = manifests["pretrain.csv"].rsplit("/", 1)[0] + "/"
+    manifest.metadata.update(clips=len(clip_lines), folder=folder, manifests=manifests)
+    return folder
+
+
+@dsl.component(base_image=IMAGE)
+def pretrain(
+    manifest: Input[Dataset],
+    run_id: str,
+    model_size: str,
+    epochs: int,
+    overrides: list,
+    launcher: str,
+    image: str,
+    secret_name: str,
+    gpu_node_selector: dict,
+    gpus_per_node: int,
+    num_nodes: int,
+    timeout_s: float,
+    store_backend: str,
+    store_root: str,
+    store_endpoint: str,
+    store_bucket: str,
+    checkpoint: Output[Model],
+) -> str:
+    """Dual-masking pre-training on the curated clips; returns the checkpoint's store URI."""
+    from pipelines.steps import (
+        PRETRAIN_RECIPES,
+        Cluster,
+        job_name,
+        keep_checkpoint,
+        model_overrides,
+        open_store,
+        store_env,
+        train,
+    )
+
+    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
+    uri = train(
+        "pretrain",
+        PRETRAIN_RECIPES[model_size],
+        job_name("pretrain", run_id),
+        manifest.metadata["folder"],
+        [*model_overrides(model_size), f"optim.epochs={epochs}", *overrides],
+        launcher,
+        store,
+        store_env(store_backend, store_root, store_endpoint, store_bucket),
+        Cluster(image, secret_name, gpu_node_selector, gpus_per_node, num_nodes, timeout_s),
+    )
+    keep_checkpoint(uri, store_backend, store, checkpoint)
+    checkpoint.metadata.update(model_size=model_size, epochs=epochs)
+    return uri
+
+
+@dsl.component(base_image=IMAGE)
+def finetune(
+    benchmark: str,
+    pretrained: str,
+    run_id: str,
+    model_size: str,
+    epochs: int,
+    overrides: list,
+    synthetic_per_class: int,
+    benchmark_root: str,
+    launcher: str,
+    image: str,
+    secret_name: str,
+    gpu_node_selector: dict,
+    gpus_per_node: int,
+    num_nodes: int,
+    timeout_s: float,
+    store_backend: str,
+    store_root: str,
+    store_endpoint: str,
+    store_bucket: str,
+    checkpoint: Output[Model],
+) -> str:
+    """Fine-tune the pre-trained encoder on one benchmark; returns the checkpoint's store URI."""
+    from pipelines.steps import (
+        Cluster,
+        benchmark_lists,
+        finetune_recipe,
+        job_name,
+        keep_checkpoint,
+        model_overrides,
+        open_store,
+        store_env,
+        train,
+    )
+
+    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
+    lists = benchmark_lists(benchmark, benchmark_root, store, synthetic_per_class)
+    uri = train(
+        "finetune",
+        finetune_recipe(model_size, benchmark),
+        job_name("finetune", benchmark, run_id),
+        lists["train"],
+        [
+            *model_overrides(model_size),
+            f"data.val={lists['val']}",
+            f"data.labels={lists['labels']}",
+            f"model.init_checkpoint={pretrained}",
+            f"optim.epochs={epochs}",
+            *overrides,
+        ],
+        launcher,
+        store,
+        store_env(store_backend, store_root, store_endpoint, store_bucket),
+        Cluster(image, secret_name, gpu_node_selector, gpus_per_node, num_nodes, timeout_s),
+    )
+    keep_checkpoint(uri, store_backend, store, checkpoint)
+    checkpoint.metadata.update(benchmark=benchmark, model_size=model_size, epochs=epochs)
+    return uri
+
+
+@dsl.component(base_image=IMAGE)
+def evaluate(
+    benchmark: str,
+    finetuned: str,
+    run_id: str,
+    model_size: str,
+    overrides: list,
+    synthetic_per_class: int,
+    benchmark_root: str,
+    store_backend: str,
+    store_root: str,
+    store_endpoint: str,
+    store_bucket: str,
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+) -> str:
+    """Multi-view test of the fine-tuned model; returns its results as JSON for the summary."""
+    import json
+
+    from pipelines.steps import (
+        benchmark_lists,
+        evaluate_checkpoint,
+        finetune_recipe,
+        job_name,
+        model_overrides,
+        open_store,
+    )
+
+    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
+    lists = benchmark_lists(benchmark, benchmark_root, store, synthetic_per_class)
+    result = evaluate_checkpoint(
+        benchmark,
+        lists,
+        finetuned,
+        finetune_recipe(model_size, benchmark),
+        [*model_overrides(model_size), *overrides],
+        job_name("evaluate", benchmark, run_id),
+        store,
+    )
+    metrics.log_metric("top1", float(result["top1"]))
+    metrics.log_metric("top5", float(result["top5"]))
+    metrics.log_metric("videos", int(result["videos"]))
+    confusion.log_confusion_matrix(result["classes"], result["confusion_matrix"])
+    return json.dumps({k: result[k] for k in ("benchmark", "top1", "top5", "videos")})
+
+
+@dsl.component(base_image=IMAGE)
+def summarize(results: list, model_size: str, summary: Output[Markdown]) -> None:
+    """Compare the benchmark results with the paper's table."""
+    import json
+
+    from pipelines.steps import summary_markdown
+
+    with open(summary.path, "w") as handle:
+        handle.write(summary_markdown([json.loads(r) for r in results], model_size))

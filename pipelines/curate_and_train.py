@@ -1,0 +1,167 @@
+"""The Hashtag2Action pipeline: hashtag videos in, benchmark results out.
+
+plan shards -> ParallelFor(shard): curate (ingest -> scenes -> persons -> clip) -> Collected ->
+dataset report -> pre-training (PyTorchJob) -> ParallelFor(benchmark): fine-tuning (PyTorchJob)
+-> evaluation -> Collected -> summary against the paper's table.
+
+Kubernetes specifics are attached here, not in the components: the store secret as environment
+on every step that opens the store; the GPU node pool, ``nvidia.com/gpu`` toleration, GPU limit
+and ``/dev/shm`` on evaluation, which runs in its own pod. Pre-training and fine-tuning pods only
+launch PyTorchJobs, so they ask for no GPU; they receive the secret name and node-pool
+parameters to render the jobs' pods with the same placement.
+"""
+
+from pathlib import Path
+from typing import NamedTuple
+
+from kfp import compiler, dsl, kubernetes
+from kfp.dsl import Markdown
+
+from pipelines import components as c
+from pipelines.steps import IMAGE, STAGE_SERVICES
+
+__all__ = ["PIPELINE_NAME", "compile_pipeline", "curate_and_train"]
+
+PIPELINE_NAME = "hashtag2action-curate-and-train"
+_SECRET_ENV = {"accesskey": "H2A_STORE_ACCESS_KEY", "secretkey": "H2A_STORE_SECRET_KEY"}
+
+
+def _with_store_secret(task: dsl.PipelineTask, secret_name: str) -> dsl.PipelineTask:
+    return kubernetes.use_secret_as_env(task, secret_name, _SECRET_ENV)
+
+
+def _on_gpu_node(task: dsl.PipelineTask, node_selector: dict) -> dsl.PipelineTask:
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit="16Gi")
+    return task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+
+
+@dsl.pipeline(name=PIPELINE_NAME)
+def curate_and_train(
+    source: str,
+    hashtags: str = "",
+    dataset: str = "default",
+    shards: int = 4,
+    curate_workers: int = 4,
+    store_backend: str = "s3",
+    store_root: str = "",
+    store_endpoint: str = "minio:9000",
+    store_bucket: str = "hashtag2action",
+    secret_name: str = "hashtag2action-store",
+    stage_services: dict = STAGE_SERVICES,
+    model_size: str = "base",
+    epochs: int = 800,
+    finetune_epochs: int = 50,
+    pretrain_overrides: list = [],  # noqa: B006 - a KFP default, never mutated
+    finetune_overrides: list = [],  # noqa: B006
+    benchmarks: list = ["ucf101", "hmdb51"],  # noqa: B006
+    benchmark_root: str = "benchmarks",
+    synthetic_per_class: int = 8,
+    gpu_node_selector: dict = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},  # noqa: B006
+    gpus_per_node: int = 8,
+    num_nodes: int = 1,
+    job_timeout_s: float = 30 * 24 * 3600.0,
+    image: str = IMAGE,
+    launcher: str = "kubernetes",
+) -> NamedTuple("Outputs", report=Markdown, summary=Markdown):
+    """Curate hashtag videos into action clips, pre-train VideoMAE V2, fine-tune and evaluate.
+
+    Args:
+        source: videos: a file, folder, URL, ``s3://`` prefix or a .jsonl/.csv manifest.
+        hashtags: comma-separated hashtags to keep (empty keeps every video).
+        shards: curation fan-out: the videos are split into this many parallel steps.
+        store_backend: ``s3`` (MinIO) or ``local`` (a folder, ``store_root``; local runs).
+        secret_name: Kubernetes secret with ``accesskey``/``secretkey`` of the store.
+        stage_services: in-cluster ``host:port`` of the ingestion/scenes/persons/clips services.
+        model_size: ``tiny``, ``base`` (ViT-B) or ``giant`` (ViT-g).
+        epochs: pre-training epochs; ``finetune_epochs``: fine-tuning epochs per benchmark.
+        pretrain_overrides: ``section.field=value`` strings for pre-training;
+            ``finetune_overrides`` for fine-tuning and evaluation.
+        benchmarks: ``synthetic`` or benchmarks stored under ``benchmark_root/{name}/``.
+        gpu_node_selector: one node label selecting the A100 node pool.
+        launcher: ``kubernetes`` (PyTorchJobs, gRPC services) or ``local`` (torchrun,
+            in-process stages).
+    """
+    store = dict(
+        store_backend=store_backend,
+        store_root=store_root,
+        store_endpoint=store_endpoint,
+        store_bucket=store_bucket,
+    )
+    cluster = dict(
+        launcher=launcher,
+        image=image,
+        secret_name=secret_name,
+        gpu_node_selector=gpu_node_selector,
+        gpus_per_node=gpus_per_node,
+        num_nodes=num_nodes,
+        timeout_s=job_timeout_s,
+    )
+    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+
+    plan = c.plan_shards(source=source, hashtags=hashtags, shards=shards, **store)
+    with dsl.ParallelFor(plan.outputs["Output"], name="shard") as shard:
+        curated = c.curate_shard(
+            shard=shard,
+            dataset=dataset,
+            launcher=launcher,
+            stage_services=stage_services,
+            workers=curate_workers,
+            **store,
+        )
+    report = c.dataset_report(
+        dataset=dataset, shards=dsl.Collected(curated.outputs["Output"]), **store
+    )
+    pretrained = c.pretrain(
+        manifest=report.outputs["manifest"],
+        run_id=run_id,
+        model_size=model_size,
+        epochs=epochs,
+        overrides=pretrain_overrides,
+        **cluster,
+        **store,
+    )
+    with dsl.ParallelFor(benchmarks, name="benchmark") as benchmark:
+        tuned = c.finetune(
+            benchmark=benchmark,
+            pretrained=pretrained.outputs["Output"],
+            run_id=run_id,
+            model_size=model_size,
+            epochs=finetune_epochs,
+            overrides=finetune_overrides,
+            synthetic_per_class=synthetic_per_class,
+            benchmark_root=benchmark_root,
+            **cluster,
+            **store,
+        )
+        evaluated = c.evaluate(
+            benchmark=benchmark,
+            finetuned=tuned.outputs["Output"],
+            run_id=run_id,
+            model_size=model_size,
+            overrides=finetune_overrides,
+            synthetic_per_class=synthetic_per_class,
+            benchmark_root=benchmark_root,
+            **store,
+        )
+        _on_gpu_node(evaluated, gpu_node_selector)
+    summary = c.summarize(results=dsl.Collected(evaluated.outputs["Output"]), model_size=model_size)
+
+    for task in (plan, curated, report, pretrained, tuned, evaluated):
+        _with_store_secret(task, secret_name)
+    return NamedTuple("Outputs", report=Markdown, summary=Markdown)(
+        report.outputs["report"], summary.outputs["summary"]
+    )
+
+
+def compile_pipeline(package_path: Path) -> Path:
+    """Write the pipeline's IR YAML to ``package_path``."""
+    package_path = Path(package_path)
+    package_path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(curate_and_train, str(package_path))
+    return package_path
+
+
+if __name__ == "__main__":
+    compile_pipeline(Path(f"{PIPELINE_NAME}.yaml"))
