@@ -107,7 +107,10 @@ def helm_template(
         values_file = values_dir / f"values-{len(list(values_dir.iterdir()))}.yaml"
         values_file.write_text(yaml.safe_dump(values or {}))
         return helm(
-            "template", "hashtag2action", CHART, "--namespace", "research", "-f", values_file
+            "template",
+            "hashtag2action",
+            CHART,
+            *("--namespace", "research", "--kube-version", KUBERNETES_VERSION, "-f", values_file),
         )
 
     return template

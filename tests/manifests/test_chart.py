@@ -230,3 +230,24 @@ def test_invalid_values_are_rejected_by_the_schema(helm_template, values, where)
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert where in result.stderr
+
+
+def test_install_notes_list_the_enabled_services(helm, chart_path) -> None:
+    result = helm(
+        "install",
+        "hashtag2action",
+        chart_path,
+        *("--dry-run=client", "--namespace", "research", "--set", "services.persons.enabled=false"),
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    for service in ("ingestion", "scenes", "clips"):
+        assert f"{service}: hashtag2action-{service}.research.svc:50051" in notes
+    assert "persons:" not in notes
+    assert "secret hashtag2action-store" in notes
+
+
+def test_clusters_older_than_the_floor_are_refused(helm, chart_path) -> None:
+    result = helm("template", "hashtag2action", chart_path, "--kube-version", "1.29.0")
+    assert result.returncode != 0
+    assert "chart requires kubeVersion" in result.stderr
