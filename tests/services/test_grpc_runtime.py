@@ -147,10 +147,17 @@ def test_graceful_stop_lets_the_call_in_flight_finish(
         # The same call the SIGTERM handler makes.
         stopping = threading.Thread(target=server.stop, kwargs={"grace_s": 30})
         stopping.start()
+        # Health flips to NOT_SERVING first, then the server stops taking calls.
         deadline = time.monotonic() + 10
-        while _status(server, SERVICES["scenes"]) == health_pb2.HealthCheckResponse.SERVING:
+        while True:
             assert time.monotonic() < deadline
+            try:
+                _health(server.port, SERVICES["scenes"])
+            except grpc.RpcError as refused:
+                assert refused.code() == grpc.StatusCode.UNAVAILABLE
+                break
             time.sleep(0.01)
+        assert _status(server, SERVICES["scenes"]) == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.RpcError) as refused:
             stub.DetectScenes(request, timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
