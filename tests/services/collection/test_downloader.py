@@ -4,18 +4,22 @@ collect -> download -> ingest -> purge on a real video."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from services.cli import main
 from services.collection.downloader import HttpDownloader, YtDlpDownloader, select_downloader
 from services.collection.planning import HashtagPlan, PlannedTag
 from services.collection.research_api import ResearchClient, collect
 from services.collection.retention import purge_source
 from services.common.errors import ConfigError, DownloadFailed
+from services.ingestion.curate import LocalStages, curate
 from services.ingestion.sources import IngestSettings, expand_source, ingest
 
 from .conftest import make_videos
@@ -100,3 +104,40 @@ def test_collect_download_ingest_purge(
     assert video.meta.key in report.deleted and video.raw.key in report.deleted
     # The collection state no longer names the purged video's location.
     assert report.lines.get("state/collect/dl/piano.jsonl") == 1
+
+
+def test_provenance_survives_curation_and_purge(
+    fake_api, research_settings, carphone, bikes, local_store, tmp_path, monkeypatch
+):
+    """collect -> curate (the real in-process stages) -> `h2a store show` -> `h2a store purge`."""
+    api, _ = fake_api
+    api.videos["piano"] = make_videos("piano", 2, 1)
+    api.videos["piano"][1]["allows_download"] = True
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "1000.mp4").write_bytes(carphone.read_bytes())
+    (media / "1001.mp4").write_bytes(bikes.read_bytes())
+    settings = research_settings.model_copy(update={"video_url_template": str(media) + "/{id}.mp4"})
+    plan = HashtagPlan(
+        (PlannedTag("piano", "everyday", ("noun_substitution",), ("x",), target_videos=2),)
+    )
+    out = tmp_path / "m.jsonl"
+    collect(plan, ResearchClient(settings), local_store, out, "e2e")
+    summary = curate(str(out), LocalStages(local_store), local_store, "t", 1, progress=False)
+    assert summary.clips_total >= 1
+    clips_key = "manifests/t/clips.jsonl"
+    record = json.loads(local_store.get_lines(clips_key)[0])
+    assert record["metadata"]["rule"] == "noun_substitution"
+
+    monkeypatch.setenv("H2A_STORE_ROOT", local_store.describe())
+    monkeypatch.setenv("COLUMNS", "400")
+    shown = CliRunner().invoke(main, ["store", "show", "--source", record["source_id"]])
+    assert shown.exit_code == 0, shown.output
+    assert "noun_substitution" in shown.output and "hashtag_name IN [piano]" in shown.output
+    for key in local_store.list("meta/"):
+        source_id = key.removeprefix("meta/").removesuffix(".json")
+        purged = CliRunner().invoke(main, ["store", "purge", "--source", source_id])
+        assert purged.exit_code == 0, purged.output
+    assert local_store.list("raw/") == local_store.list("clips/") == []
+    for name in ("clips.jsonl", "pretrain.csv", "train.csv", "review.jsonl", "rejections.jsonl"):
+        assert local_store.get_lines(f"manifests/t/{name}") == []
