@@ -654,7 +654,10 @@ def _resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int, int]) -> to
     elif n_old % (h * w) == 0:
         old = (n_old // (h * w), h, w)  # same size, other frames
     else:
-        raise IncompatibleCheckpoint(f"cannot map pos_embed of {n_old} tokens onto grid {grid}")
+        raise IncompatibleCheckpoint(
+            f"pos_embed of {n_old} tokens keeps neither {t} temporal slots nor the {h}x{w} "
+            f"grid of {grid}: frames and size cannot both change"
+        )
     x = pos_embed.float().reshape(1, *old, dim).permute(0, 4, 1, 2, 3)  # 1, C, T, H, W
     x = F.interpolate(x, size=grid, mode="trilinear", align_corners=False)
     return x.permute(0, 2, 3, 4, 1).reshape(1, -1, dim).to(pos_embed.dtype)
