@@ -132,10 +132,15 @@ def render_chart(helm_template: Callable[..., subprocess.CompletedProcess[str]])
 def kustomize(tools: Tools) -> Callable[[str], Objects]:
     """``kubectl kustomize manifests/<path>`` as a list of objects."""
 
+    built: dict[str, str] = {}
+
     def build(path: str) -> Objects:
-        result = _run([tools.kubectl, "kustomize", MANIFESTS / path])
-        assert result.returncode == 0, result.stderr
-        return _documents(result.stdout)
+        if path not in built:
+            result = _run([tools.kubectl, "kustomize", MANIFESTS / path])
+            assert result.returncode == 0, result.stderr
+            built[path] = result.stdout
+        # Parsed afresh on every call, so a test may modify what it gets.
+        return _documents(built[path])
 
     return build
 
