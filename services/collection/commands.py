@@ -118,8 +118,13 @@ def plan(
         raise click.ClickException(str(error)) from error
     planning.save_plan(result, out)
     table = Table(title=f"hashtag plan ({len(result.kept())} kept of {len(result.tags)})")
-    for column in ("hashtag", "category", "views", "target", "rules", "seeds", "status"):
-        table.add_column(column)
+    table.add_column("hashtag", overflow="fold", max_width=24)
+    table.add_column("category", no_wrap=True)
+    table.add_column("views", justify="right", no_wrap=True)
+    table.add_column("target", justify="right")
+    table.add_column("rules")
+    table.add_column("seeds")
+    table.add_column("status")
     for tag in sorted(result.tags, key=lambda t: (not t.keep, t.category, t.tag)):
         table.add_row(
             f"#{tag.tag}",
@@ -127,7 +132,7 @@ def plan(
             "?" if tag.views is None else f"{tag.views:,}",
             str(tag.target_videos),
             tag.rule,
-            ", ".join(tag.seeds[:3]) + (" …" if len(tag.seeds) > 3 else ""),
+            tag.seeds[0] + (f" +{len(tag.seeds) - 1}" if len(tag.seeds) > 1 else ""),
             "keep" if tag.keep else f"drop: {tag.reason}",
         )
     console.print(table)
