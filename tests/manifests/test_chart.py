@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 import pytest
 import yaml
+
+from services.cli import main
 
 SERVICES = ("ingestion", "scenes", "persons", "clips")
 
@@ -172,6 +175,18 @@ def test_pipeline_upload_hook_job(render_chart, checks) -> None:
         "h2a-v2",
     ]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_pipeline_upload_hook_command_parses_with_the_real_cli(render_chart, checks) -> None:
+    job = checks.by_kind(render_chart(), "Job")["hashtag2action-pipeline-upload"]
+    program, group, command, *args = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert program == "h2a"
+    context = click.Context(main)
+    upload = main.get_command(context, group).get_command(context, command)
+    # Parsing only: a flag the CLI does not know would fail here, not in the cluster's hook Job.
+    parsed = upload.make_context(command, args).params
+    assert parsed["host"] == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+    assert parsed["name"] == "hashtag2action"
 
 
 def test_rbac_lets_the_runner_launch_and_watch_training(render_chart, checks) -> None:
