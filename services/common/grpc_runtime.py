@@ -216,7 +216,7 @@ def start_server(
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _logger.info(
         "serving",
-        extra={"service": service.full_name, "port": port, "workers": settings.max_workers},
+        extra={"grpc_service": service.full_name, "port": port, "workers": settings.max_workers},
     )
     return GrpcServer(server, health_servicer, port, settings.grace_s)
 
