@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import click
 import jsonschema
 import pytest
 
 from pipelines.schemas import InvalidResource
+from services.trainer.commands import train
+from services.trainer.recipes import RECIPES
 
 SERVICES = ("ingestion", "scenes", "persons", "clips")
 TREES = ("base", "overlays/dev", "overlays/prod", "training")
@@ -141,3 +144,21 @@ def test_training_jobs_are_placed_on_a100_with_store_credentials(
             "H2A_STORE_SECRET_KEY": {"name": "hashtag2action-store", "key": "secretkey"},
         }
     assert ("Worker" in replicas) == (stage == "pretrain")
+
+
+@pytest.mark.parametrize("job", ["hashtag2action-pretrain", "hashtag2action-finetune"])
+def test_training_command_parses_with_the_real_trainer_cli(kustomize, checks, job) -> None:
+    pytorchjob = checks.by_kind(kustomize("training"), "PyTorchJob")[job]
+    container = pytorchjob["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
+        "containers"
+    ][0]
+    launcher, flag, module, mode, *args = container["command"]
+    assert (launcher, flag, module) == ("torchrun", "--module", "services.trainer")
+    # Parsing only: an unknown flag or mode fails here rather than in a GPU pod.
+    command = train.get_command(click.Context(train), mode)
+    parsed = command.make_context(mode, args).params
+    assert parsed["recipe"] in RECIPES
+    # A store folder: the trainer then picks the dataset's train/val/test lists.
+    assert parsed["manifest"].startswith("s3://hashtag2action/manifests/")
+    assert parsed["manifest"].endswith("/")
+    assert parsed["output"].startswith("/tmp/")
