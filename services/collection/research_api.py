@@ -204,6 +204,32 @@ class ResearchClient:
             raise MalformedResponse(f"{what}: HTTP {status} body is JSON but not an object")
         return document
 
+    def _with_retries(self, send: Callable[[], tuple[int, bytes]]) -> tuple[int, bytes]:
+        """Call ``send`` until it answers neither 429 nor 5xx, backing off exponentially.
+
+        Raises:
+            QuotaExceeded: still 429 after the retries (the platform's quota or rate limit).
+            ResearchApiError: still 5xx or unreachable after the retries.
+        """
+        for attempt in range(self.settings.max_retries + 1):
+            status, payload = send()
+            if status != 429 and status < 500:
+                return status, payload
+            if attempt < self.settings.max_retries:
+                # Full jitter keeps collectors from retrying in lock-step after a shared outage.
+                ceiling = min(
+                    self.settings.backoff_max_s, self.settings.backoff_base_s * 2**attempt
+                )
+                delay = random.uniform(ceiling / 2, ceiling)
+                _logger.warning("research API HTTP %d, retry in %.2f s", status, delay)
+                self._sleep(delay)
+        retries = self.settings.max_retries
+        if status == 429:
+            raise QuotaExceeded(f"research API still rate-limited after {retries} retries")
+        raise ResearchApiError(
+            f"research API still failing (HTTP {status}) after {retries} retries"
+        )
+
     def _access_token(self) -> str:
         if self._token is not None and self._clock() < self._token_expires:
             return self._token
@@ -211,9 +237,8 @@ class ResearchClient:
         form = urllib.parse.urlencode(
             {"client_key": key, "client_secret": secret, "grant_type": "client_credentials"}
         ).encode()
-        status, payload = self._post(
-            _TOKEN_PATH, form, {"Content-Type": "application/x-www-form-urlencoded"}
-        )
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, payload = self._with_retries(lambda: self._post(_TOKEN_PATH, form, headers))
         document = self._decode(status, payload, "token request")
         if status != 200 or "access_token" not in document:
             raise ResearchApiError(
@@ -229,10 +254,21 @@ class ResearchClient:
         _logger.info("research API token obtained, valid %.0f s", lifetime)
         return self._token
 
-    def _backoff(self, attempt: int) -> float:
-        # Full jitter keeps many collectors from retrying in lock-step after a shared outage.
-        ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**attempt)
-        return random.uniform(ceiling / 2, ceiling)
+    def _send_query(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        for fresh_token in (False, True):
+            if fresh_token:
+                # Tokens can be revoked before their announced expiry: refresh once, then retry.
+                self._token = None
+            headers = {
+                "Authorization": f"Bearer {self._access_token()}",
+                "Content-Type": "application/json",
+            }
+            self.quota.spend()
+            self.requests += 1
+            status, raw = self._post(path, payload, headers)
+            if status != 401:
+                break
+        return status, raw
 
     def query_videos(self, body: dict[str, Any]) -> dict[str, Any]:
         """One page of the video query.
@@ -251,45 +287,20 @@ class ResearchClient:
         """
         path = f"{_QUERY_PATH}?fields={','.join(VIDEO_FIELDS)}"
         payload = json.dumps(body).encode()
-        refreshed = False
-        status = 0
-        attempt = 0
-        while attempt <= self.settings.max_retries:
-            headers = {
-                "Authorization": f"Bearer {self._access_token()}",
-                "Content-Type": "application/json",
-            }
-            self.quota.spend()
-            self.requests += 1
-            status, raw = self._post(path, payload, headers)
-            if status == 401 and not refreshed:
-                # Tokens can be revoked before their announced expiry: refresh once, then retry.
-                self._token, refreshed = None, True
-                continue
-            if status == 429 or status >= 500:
-                # A new attempt may again meet a revoked token: it earns its own refresh.
-                attempt, refreshed = attempt + 1, False
-                if attempt <= self.settings.max_retries:
-                    delay = self._backoff(attempt - 1)
-                    _logger.warning("research API HTTP %d, retry in %.2f s", status, delay)
-                    self._sleep(delay)
-                continue
-            document = self._decode(status, raw, "video query")
-            error = document.get("error") or {}
-            if status != 200 or error.get("code") not in (None, "", "ok"):
-                raise ResearchApiError(
-                    f"video query failed: HTTP {status}, {error.get('code')}: "
-                    f"{error.get('message')} (log_id {error.get('log_id')})"
-                )
-            data = document.get("data")
-            if not isinstance(data, dict) or not isinstance(data.get("videos", []), list):
-                raise MalformedResponse("video query response has no data.videos list")
-            return data
-        if status == 429:
-            raise QuotaExceeded(f"research API still rate-limited after {attempt} retries")
-        raise ResearchApiError(
-            f"research API still failing (HTTP {status}) after {attempt} retries"
-        )
+        status, raw = self._with_retries(lambda: self._send_query(path, payload))
+        document = self._decode(status, raw, "video query")
+        error = document.get("error") or {}
+        if not isinstance(error, dict):
+            error = {"code": error}
+        if status != 200 or error.get("code") not in (None, "", "ok"):
+            raise ResearchApiError(
+                f"video query failed: HTTP {status}, {error.get('code')}: "
+                f"{error.get('message')} (log_id {error.get('log_id')})"
+            )
+        data = document.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("videos", []), list):
+            raise MalformedResponse("video query response has no data.videos list")
+        return data
 
 
 def _window(end0: date, index: int, days: int) -> tuple[str, str]:

@@ -64,6 +64,8 @@ class FakeApi:
     """Revoke every token after this many queries made with it (expiry before the announced)."""
     faults: deque = field(default_factory=deque)
     """Queued answers for the next queries: an int status, or raw bytes sent with 200."""
+    token_faults: deque = field(default_factory=deque)
+    """Queued HTTP statuses for the next token requests."""
     queries: list[dict[str, Any]] = field(default_factory=list)
     tokens: dict[str, int] = field(default_factory=dict)
     token_requests: int = 0
@@ -107,6 +109,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _token(self, form: dict[str, list[str]]) -> None:
         api = self.api
+        if api.token_faults:
+            self._send(api.token_faults.popleft(), {"error": "server_error"})
+            return
         if (
             form.get("client_key") != [CLIENT_KEY]
             or form.get("client_secret") != [CLIENT_SECRET]

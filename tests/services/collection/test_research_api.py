@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from services.cli import main
 from services.collection.planning import HashtagPlan, PlannedTag, save_plan
@@ -137,11 +138,11 @@ def test_retries_are_bounded(fake_api, research_settings):
     body = {"query": {"and": [{"operation": "IN", "field_name": "hashtag_name",
                                "field_values": ["x"]}]},
             "start_date": "20261101", "end_date": "20261120", "max_count": 20}  # fmt: skip
-    with pytest.raises(ResearchApiError, match="after 4 retries"):
+    with pytest.raises(ResearchApiError, match="after 3 retries"):
         client.query_videos(body)
     assert len(api.queries) == research_settings.max_retries + 1
     api.faults.clear()
-    api.faults.extend([429] * 10)
+    api.faults.extend([429] * 4)
     with pytest.raises(QuotaExceeded):
         client.query_videos(body)
 
@@ -246,3 +247,14 @@ def test_measure_views_sums_the_newest_window(fake_api, research_settings):
     newest = [v for v in api.videos["piano"] if v["create_time"] >= window_start][:20]
     assert views == {"piano": sum(v["view_count"] for v in newest), "nothing": 0}
     assert [q["start_date"] for q in api.queries] == ["20261022", "20261022"]
+
+
+def test_token_endpoint_errors(fake_api, research_settings):
+    api, _ = fake_api
+    api.videos["piano"] = make_videos("piano", 5, 5)
+    api.token_faults.extend([503, 500])
+    client = ResearchClient(research_settings)
+    assert client._access_token() == "act.0001"  # retried through two 5xx
+    wrong = research_settings.model_copy(update={"client_secret": SecretStr("not-the-secret")})
+    with pytest.raises(ResearchApiError, match="invalid_client"):
+        ResearchClient(wrong)._access_token()
