@@ -52,6 +52,7 @@ __all__ = [
     "VIDEO_FIELDS",
     "CollectSummary",
     "MalformedResponse",
+    "Quota",
     "ResearchApiError",
     "ResearchClient",
     "ResearchSettings",

@@ -15,6 +15,7 @@ from services.cli import main
 from services.collection.planning import HashtagPlan, PlannedTag, save_plan
 from services.collection.research_api import (
     MalformedResponse,
+    Quota,
     ResearchApiError,
     ResearchClient,
     ResearchSettings,
@@ -258,3 +259,25 @@ def test_token_endpoint_errors(fake_api, research_settings):
     wrong = research_settings.model_copy(update={"client_secret": SecretStr("not-the-secret")})
     with pytest.raises(ResearchApiError, match="invalid_client"):
         ResearchClient(wrong)._access_token()
+
+
+def test_rate_limit_spaces_requests(research_settings):
+    waits: list[float] = []
+    spaced = research_settings.model_copy(update={"min_interval_s": 0.5})
+    client = ResearchClient(spaced, sleep=waits.append)  # record the waits instead of sleeping
+    body = {"query": {"and": [{"operation": "IN", "field_name": "hashtag_name",
+                               "field_values": ["x"]}]},
+            "start_date": "20261101", "end_date": "20261120", "max_count": 20}  # fmt: skip
+    for _ in range(3):
+        client.query_videos(body)
+    # token + 3 queries: every request after the first waits for the rest of the interval
+    assert len(waits) == 3 and all(0.4 < wait <= 0.5 for wait in waits)
+
+
+def test_daily_quota_resets_on_a_new_day():
+    quota = Quota(limit=2, day="2000-01-01", used=2)
+    quota.spend()
+    assert quota.used == 1 and quota.day != "2000-01-01"
+    quota.spend()
+    with pytest.raises(QuotaExceeded):
+        quota.spend()
