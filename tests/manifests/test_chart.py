@@ -213,6 +213,12 @@ def test_rbac_lets_the_runner_launch_and_watch_training(render_chart, checks) ->
         }
     ]
     assert not [obj for obj in render_chart({"rbac": {"create": False}}) if obj["kind"] == "Role"]
+    extra = render_chart({"rbac": {"extraServiceAccounts": ["default-editor"]}})
+    subjects = checks.by_kind(extra, "RoleBinding")["hashtag2action-training-launcher"]["subjects"]
+    assert [subject["name"] for subject in subjects] == [
+        "hashtag2action-pipeline-runner",
+        "default-editor",
+    ]
 
 
 INVALID_VALUES = {
