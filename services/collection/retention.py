@@ -23,10 +23,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
 from typing import Any
 
 from services.common.errors import InvalidKey
-from services.common.records import ClipRecord, Rejection
+from services.common.records import ClipRecord
 from services.common.store import ClipStore
 
 __all__ = [
@@ -106,9 +107,9 @@ def purge_source(store: ClipStore, source_id: str) -> PurgeReport:
         return json.loads(line).get("source_id") == source_id
 
     def rejection_line(line: str) -> bool:
-        rejection = Rejection.from_json(line)
-        return rejection.source_id == source_id or (
-            not rejection.source_id and rejection.source in locations
+        rejection = json.loads(line)  # Rejection fields, read loosely: newer lines may add some
+        return rejection.get("source_id") == source_id or (
+            not rejection.get("source_id") and rejection.get("source") in locations
         )
 
     def state_line(line: str) -> bool:
@@ -128,7 +129,9 @@ def purge_source(store: ClipStore, source_id: str) -> PurgeReport:
         for key in store.list("state/collect/"):
             if key.endswith(".jsonl") and (count := _rewrite(store, key, state_line)):
                 dropped[key] = count
-    objects = [*store.list(clip_prefix), meta_key, *store.list(f"raw/{source_id}")]
+    # Listing is by prefix: keep only this id's raw object, never another id it prefixes.
+    raw = [key for key in store.list(f"raw/{source_id}") if PurePosixPath(key).stem == source_id]
+    objects = [*store.list(clip_prefix), meta_key, *raw]
     deleted = []
     for key in objects:
         if store.exists(key):

@@ -107,6 +107,7 @@ def test_purge_removes_a_source_everywhere_and_nothing_else(populated):
     before = {k: store.get_lines(k) for k in store.list("manifests/")}
     other_clips = [r.clip for s in (tango, archery) for r in s["records"]]
 
+    assert purge_source(store, piano["id"][:8]).empty  # an id prefix matches nothing
     report = purge_source(store, piano["id"])
 
     text = _everything(store)
