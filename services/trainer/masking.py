@@ -1,9 +1,9 @@
 """VideoMAE V2 dual masking: tube masks for the encoder, running-cell masks for the decoder.
 
 Both return boolean token masks in the model's token order (t, h, w; t slowest), True = masked
-(encoder) or dropped (decoder). Every draw comes from its own numpy Generator seeded from
-(seed, epoch, index), never the global ``np.random``, so a resumed run or another worker count
-draws the same masks for the same sample.
+(encoder) or dropped (decoder). Every draw comes from an explicit ``torch.Generator``, never a
+global RNG: the dataset seeds one per item from (seed, epoch, index), so a resumed run or another
+worker count draws the same masks for the same sample.
 """
 
 from __future__ import annotations
@@ -12,12 +12,6 @@ import numpy as np
 import torch
 
 __all__ = ["RunningCellMasking", "TubeMasking"]
-
-
-def _rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    if min(seed, epoch, index) < 0:
-        raise ValueError(f"seed, epoch and index must be >= 0, got {(seed, epoch, index)}")
-    return np.random.default_rng([seed, epoch, index])
 
 
 def _check_grid(grid_size: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -35,26 +29,23 @@ class TubeMasking:
     Args:
         grid_size: token grid (T', H', W'), the model's ``grid_size``.
         mask_ratio: fraction of each slot masked.
-        seed: run seed.
     """
 
-    def __init__(self, grid_size: tuple[int, int, int], mask_ratio: float = 0.9, seed: int = 0):
+    def __init__(self, grid_size: tuple[int, int, int], mask_ratio: float = 0.9) -> None:
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         self.grid_size = _check_grid(grid_size)
-        self.seed = seed
         slot = self.grid_size[1] * self.grid_size[2]
         self.num_masked_per_slot = int(mask_ratio * slot)
         self.num_visible = self.grid_size[0] * (slot - self.num_masked_per_slot)
 
-    def __call__(self, epoch: int, index: int) -> torch.Tensor:
-        """Mask of sample ``index`` in ``epoch``: bool (N,), True = hidden from the encoder."""
+    def __call__(self, generator: torch.Generator) -> torch.Tensor:
+        """One clip's mask: bool (N,), True = hidden from the encoder."""
         frames, height, width = self.grid_size
-        slot = np.zeros(height * width, dtype=bool)
-        slot[
-            _rng(self.seed, epoch, index).permutation(height * width)[: self.num_masked_per_slot]
-        ] = True
-        return torch.from_numpy(np.tile(slot, frames))
+        masked = torch.randperm(height * width, generator=generator)[: self.num_masked_per_slot]
+        slot = torch.zeros(height * width, dtype=torch.bool)
+        slot[masked] = True
+        return slot.repeat(frames)
 
 
 class RunningCellMasking:
@@ -69,12 +60,10 @@ class RunningCellMasking:
     Args:
         grid_size: token grid (T', H', W'), the model's ``grid_size``.
         mask_ratio: 0, 0.25, 0.5 or 0.75 (masked positions of the 4 in a cell).
-        seed: run seed.
     """
 
-    def __init__(self, grid_size: tuple[int, int, int], mask_ratio: float = 0.5, seed: int = 0):
+    def __init__(self, grid_size: tuple[int, int, int], mask_ratio: float = 0.5) -> None:
         self.grid_size = _check_grid(grid_size)
-        self.seed = seed
         self.mask_ratio = mask_ratio
         masked_per_cell = int(4 * mask_ratio)
         if mask_ratio != 0 and not 0 < masked_per_cell < 4:
@@ -92,17 +81,16 @@ class RunningCellMasking:
         self.maps = torch.from_numpy(np.stack(maps))  # 4, N
 
     def __call__(
-        self, epoch: int, index: int, encoder_mask: torch.Tensor | None = None
+        self, generator: torch.Generator, encoder_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Decoder mask of sample ``index`` in ``epoch``: bool (N,), True = not reconstructed.
+        """One clip's decoder mask: bool (N,), True = not reconstructed.
 
         Args:
-            epoch: epoch of the draw.
-            index: sample index (unique per draw, e.g. including the repeated-augmentation copy).
-            encoder_mask: the sample's encoder mask; required when ``mask_ratio`` is 0.
+            generator: the item's generator.
+            encoder_mask: the clip's encoder mask; required when ``mask_ratio`` is 0.
         """
         if self.mask_ratio == 0:
             if encoder_mask is None:
                 raise ValueError("RunningCellMasking with mask_ratio 0 needs the encoder_mask")
             return ~encoder_mask
-        return self.maps[int(_rng(self.seed, epoch, index).integers(4))].clone()
+        return self.maps[int(torch.randint(4, (), generator=generator))].clone()

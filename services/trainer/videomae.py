@@ -16,7 +16,8 @@ BEiT blocks, which already carry the reference parameter names (``qkv`` without 
 Differences from the reference, on purpose: the sinusoid table is a non-persistent buffer instead
 of a tensor re-moved on every forward; builders live in a private registry dict, never timm's
 global registry (the reference overwrites timm's image ViTs of the same names); checkpoint surgery
-is one ``checkpoint_filter_fn``.
+is one ``checkpoint_filter_fn``. The dual-masking generators live in ``masking.py`` and are
+part of this module's public API.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from timm.layers import trunc_normal_
 from timm.models.beit import Block
 from torch.utils.checkpoint import checkpoint
 
+from services.trainer.masking import RunningCellMasking, TubeMasking
+
 __all__ = [
     "MODEL_NAMES",
     "IncompatibleCheckpoint",
@@ -47,6 +50,8 @@ __all__ = [
     "PatchEmbed",
     "PretrainVisionTransformer",
     "PretrainVisionTransformerDecoder",
+    "RunningCellMasking",
+    "TubeMasking",
     "VisionTransformer",
     "checkpoint_filter_fn",
     "create_classifier",

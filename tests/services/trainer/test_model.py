@@ -27,12 +27,11 @@ def _tiny_pretrain(**kw: object) -> torch.nn.Module:
 
 
 def _masks(model: torch.nn.Module, batch: int, ratio: float = 0.5, decoder_ratio: float = 0.5):
-    enc, dec = (
-        TubeMasking(model.grid_size, ratio),
-        RunningCellMasking(model.grid_size, decoder_ratio),
-    )
-    encoder_mask = torch.stack([enc(0, i) for i in range(batch)])
-    decoder_mask = torch.stack([dec(0, i, encoder_mask[i]) for i in range(batch)])
+    enc = TubeMasking(model.grid_size, ratio)
+    dec = RunningCellMasking(model.grid_size, decoder_ratio)
+    generator = torch.Generator().manual_seed(0)
+    encoder_mask = torch.stack([enc(generator) for _ in range(batch)])
+    decoder_mask = torch.stack([dec(generator, encoder_mask[i]) for i in range(batch)])
     return encoder_mask, decoder_mask
 
 
