@@ -86,6 +86,8 @@ class DataConfig:
     prefetch_factor: int = 2
     train_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
     """Multi-scale crop of pre-training."""
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    """Area range of fine-tuning's random-resized crop."""
     flip: bool = True
     rand_augment: str = ""
     """timm RandAugment spec, e.g. ``rand-m7-n4-mstd0.5-inc1``; empty disables it."""
@@ -104,6 +106,7 @@ class DataConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         self.train_scales = tuple(self.train_scales)
+        self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
 
 
 @dataclass(kw_only=True, slots=True)
@@ -349,14 +352,16 @@ def hmdb51_finetune() -> TrainConfig:
 _TINY_MODEL = dict(
     name="vit_small_patch16_224",
     num_frames=8,
-    img_size=64,
+    img_size=32,
     decoder_depth=1,
-    extra=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32, decoder_num_heads=2),
+    extra=dict(
+        patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32, decoder_num_heads=2
+    ),
 )
 
 
 def tiny_pretrain() -> TrainConfig:
-    """A 2-block ViT on 8x64x64 clips: the pre-training path end to end in CPU seconds."""
+    """A 2-block ViT, 8x8 patches, 8x32x32 clips: pre-training end to end in CPU seconds."""
     base = vit_b_pretrain_800e()
     return replace(
         base,
@@ -386,12 +391,13 @@ def tiny_finetune() -> TrainConfig:
             mixup=0.0,
             cutmix=0.0,
             smoothing=0.1,
+            crop_scale=(0.6, 1.0),
             flip=False,
             test_segments=2,
             test_crops=1,
         ),
         optim=replace(
-            base.optim, epochs=8, base_lr=0.1, warmup_epochs=1, layer_decay=1.0, min_lr=1e-4
+            base.optim, epochs=10, base_lr=0.16, warmup_epochs=1, layer_decay=1.0, min_lr=1e-4
         ),
         checkpoint=CheckpointConfig(run="tiny_finetune", interval_steps=50, keep_latest_k=2),
         runtime=RuntimeConfig(output="runs/tiny_finetune", device="cpu", log_interval=5),

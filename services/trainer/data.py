@@ -1,0 +1,445 @@
+"""Datasets for pre-training, fine-tuning and testing, and the readers of each list format.
+
+Every reader returns ``VideoEntry`` rows (a path or store URI and an integer label), so one
+dataset serves all formats:
+
+- VideoMAE list files (``train.csv``/``val.csv``/``test.csv``, and the clip-store manifests
+  ``pretrain.csv`` with ``{uri} 0 -1``): ``path label`` per line, space or comma separated.
+- UCF101 official splits: ``classInd.txt`` (1-based ``index name``), ``trainlist0N.txt``
+  (``Class/v_x.avi label``), ``testlist0N.txt`` (``Class/v_x.avi``).
+- HMDB51: ``<class>_test_splitN.txt`` with ``video tag`` (0 unused, 1 train, 2 test).
+- Kinetics-400 CSV: ``label,youtube_id,time_start,time_end,split`` rows name the files
+  ``root/{youtube_id}_{start:06d}_{end:06d}.mp4``.
+- Something-Something V2: ``labels.json`` (name -> id) and ``train.json``/``validation.json``
+  (``id``, ``template`` whose ``[something]`` brackets are removed to match the label names).
+
+Clips are decoded only through ``services.common.video.read_frames``. An unreadable video is
+never replaced by another one: the item comes back as a ``Rejection`` record, the collate
+function moves it out of the batch, and the engine reports and counts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from services.common.errors import H2AError, ObjectNotFound
+from services.common.records import Rejection
+from services.common.store import ClipStore
+from services.common.video import probe, read_frames
+
+__all__ = [
+    "Batch",
+    "ResumableSampler",
+    "TestDataset",
+    "VideoDataset",
+    "VideoEntry",
+    "build_loader",
+    "collate",
+    "read_class_names",
+    "read_entries",
+    "read_hmdb51",
+    "read_kinetics_csv",
+    "read_list",
+    "read_ssv2",
+    "read_ucf101",
+    "test_windows",
+    "train_window",
+]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class VideoEntry:
+    path: str
+    """A local path or a ``file://``/``s3://`` URI of the clip store."""
+    label: int
+
+
+# --- readers -----------------------------------------------------------------------------
+
+
+def _resolve(path: str, root: str) -> str:
+    if "://" in path or not root or Path(path).is_absolute():
+        return path
+    return str(Path(root) / path)
+
+
+def read_list(text: str, root: str = "") -> list[VideoEntry]:
+    """VideoMAE list lines ``path label`` (space or comma); ``path 0 -1`` pre-training lines."""
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.replace(",", " ").split()
+        if len(parts) < 2:
+            raise ValueError(f"list line {number} has no label: {line!r}")
+        entries.append(VideoEntry(_resolve(parts[0], root), int(parts[1])))
+    return entries
+
+
+def read_ucf101(split_dir: Path, split: int, subset: str, root: str) -> list[VideoEntry]:
+    """UCF101 ``trainlist0N``/``testlist0N`` with 0-based labels from ``classInd.txt``."""
+    split_dir = Path(split_dir)
+    names = read_class_names(split_dir / "classInd.txt")
+    index = {name: i for i, name in enumerate(names)}
+    name = f"{'train' if subset == 'train' else 'test'}list{split:02d}.txt"
+    entries = []
+    for line in (split_dir / name).read_text().split("\n"):
+        if line.strip():
+            video = line.split()[0]
+            entries.append(VideoEntry(_resolve(video, root), index[video.split("/")[0]]))
+    return entries
+
+
+def read_hmdb51(split_dir: Path, split: int, subset: str, root: str) -> list[VideoEntry]:
+    """HMDB51 ``<class>_test_splitN.txt``: tag 1 is train, 2 test, 0 unused; classes sorted."""
+    files = sorted(Path(split_dir).glob(f"*_test_split{split}.txt"))
+    if not files:
+        raise ObjectNotFound(f"no *_test_split{split}.txt in {split_dir}")
+    wanted = "1" if subset == "train" else "2"
+    entries = []
+    for label, file in enumerate(files):
+        class_name = file.name[: -len(f"_test_split{split}.txt")]
+        for line in file.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == wanted:
+                entries.append(VideoEntry(_resolve(f"{class_name}/{parts[0]}", root), label))
+    return entries
+
+
+def read_kinetics_csv(path: Path, root: str, classes: Sequence[str] = ()) -> list[VideoEntry]:
+    """Kinetics CSV rows -> ``{youtube_id}_{start:06d}_{end:06d}.mp4``; labels sorted by name."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = list(classes) or sorted({row["label"] for row in rows})
+    index = {name: i for i, name in enumerate(names)}
+    return [
+        VideoEntry(
+            _resolve(
+                f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_"
+                f"{int(float(row['time_end'])):06d}.mp4",
+                root,
+            ),
+            index[row["label"]],
+        )
+        for row in rows
+    ]
+
+
+def read_ssv2(labels_json: Path, split_json: Path, root: str) -> list[VideoEntry]:
+    """Something-Something V2: ``{id}.webm`` labelled by its template without brackets."""
+    labels = {name: int(i) for name, i in json.loads(Path(labels_json).read_text()).items()}
+    entries = []
+    for item in json.loads(Path(split_json).read_text()):
+        name = item["template"].replace("[", "").replace("]", "")
+        entries.append(VideoEntry(_resolve(f"{item['id']}.webm", root), labels[name]))
+    return entries
+
+
+def read_class_names(path: Path) -> list[str]:
+    """Class names by label from ``labels.json`` (name -> id) or ``classInd.txt`` lines."""
+    path = Path(path)
+    if path.suffix == ".json":
+        mapping = json.loads(path.read_text())
+        return [name for name, _ in sorted(mapping.items(), key=lambda item: int(item[1]))]
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    first = min(int(row[0]) for row in rows)
+    names = [""] * len(rows)
+    for row in rows:
+        names[int(row[0]) - first] = " ".join(row[1:])
+    return names
+
+
+def _read_text(source: str, store: ClipStore | None) -> str:
+    if Path(source).is_file():
+        return Path(source).read_text()
+    if store is None:
+        raise ObjectNotFound(f"no list file {source!r}")
+    key = store.key_from_uri(source) if "://" in source else source
+    return store.get_text(key)
+
+
+def read_entries(
+    source: str, fmt: str, root: str, subset: str, store: ClipStore | None = None
+) -> list[VideoEntry]:
+    """Entries of one split in any supported format.
+
+    ``source`` names, per format: list -> the list file (a path, store URI or store key);
+    ucf101/hmdb51 -> ``{split folder}#{split number}``; kinetics -> the CSV; ssv2 ->
+    ``{labels.json}#{train.json or validation.json}``.
+    """
+    if fmt == "list":
+        return read_list(_read_text(source, store), root)
+    if fmt in ("ucf101", "hmdb51"):
+        folder, _, split = source.partition("#")
+        reader = read_ucf101 if fmt == "ucf101" else read_hmdb51
+        return reader(Path(folder), int(split or 1), subset, root)
+    if fmt == "kinetics":
+        return read_kinetics_csv(Path(source), root)
+    if fmt == "ssv2":
+        labels, _, split = source.partition("#")
+        return read_ssv2(Path(labels), Path(split), root)
+    raise ValueError(f"data.format {fmt!r} is not one of list, ucf101, hmdb51, kinetics, ssv2")
+
+
+# --- frame sampling ----------------------------------------------------------------------
+
+
+def train_window(length: int, num_frames: int, stride: int, rng: random.Random) -> list[int]:
+    """``num_frames`` indices at ``stride`` from a random window (clamped in short videos)."""
+    span = num_frames * stride
+    start = rng.randint(0, length - span) if length > span else 0
+    return [min(start + i * stride, length - 1) for i in range(num_frames)]
+
+
+def test_windows(
+    length: int, num_frames: int, stride: int, segments: int, tsn: bool = False
+) -> list[list[int]]:
+    """The testing views' frame indices.
+
+    Kinetics-style: ``segments`` windows with evenly spaced starts over the video. TSN-style
+    (SSv2): the video cut into ``num_frames`` equal parts, frame ``k`` of view ``s`` taken at
+    offset ``(s + 0.5) / segments`` inside each part.
+    """
+    if tsn:
+        part = length / num_frames
+        return [
+            [min(int(part * (i + (s + 0.5) / segments)), length - 1) for i in range(num_frames)]
+            for s in range(segments)
+        ]
+    span = num_frames * stride
+    room = max(0, length - span)
+    starts = (
+        [room // 2]
+        if segments == 1
+        else [round(room * s / (segments - 1)) for s in range(segments)]
+    )
+    return [[min(b + i * stride, length - 1) for i in range(num_frames)] for b in starts]
+
+
+# --- datasets ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _local_video(path: str, store: ClipStore | None) -> Iterator[Path]:
+    if "://" in path and not (path.startswith("file://") and store is None):
+        if store is None:
+            raise ObjectNotFound(f"{path}: a store URI but no store configured")
+        with store.open_local(store.key_from_uri(path)) as local:
+            yield local
+    else:
+        yield Path(path.removeprefix("file://"))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch, random and numpy for one item, restoring their state afterwards.
+
+    Augmentations and masks of item ``i`` in epoch ``e`` then depend only on (seed, e, i): a
+    resumed run and a run with a different worker count draw the same ones.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _item_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch) * 10_000_019 + index
+
+
+class VideoDataset(Dataset):
+    """Training clips: ``num_sample`` augmented clips per decoded video.
+
+    An item is ``(clips (S, C, T, H, W), labels (S,), masks or None, index)``, or a
+    ``Rejection`` when the video cannot be read. ``masks(generator)`` (pre-training) returns the
+    encoder and decoder masks of one clip from an explicitly seeded generator.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[VideoEntry],
+        transform: Callable[[np.ndarray], torch.Tensor],
+        num_frames: int,
+        sampling_rate: int,
+        num_sample: int = 1,
+        masks: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        store: ClipStore | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.entries = list(entries)
+        self.transform = transform
+        self.num_frames = num_frames
+        self.sampling_rate = sampling_rate
+        self.num_sample = num_sample
+        self.masks = masks
+        self.store = store
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        """``key`` is ``(epoch, index)`` from ``ResumableSampler``: workers need no epoch state."""
+        epoch, index = key
+        entry = self.entries[index]
+        seed = _item_seed(self.seed, epoch, index)
+        try:
+            with _local_video(entry.path, self.store) as path:
+                length = probe(path).frame_count
+                indices = train_window(
+                    length, self.num_frames, self.sampling_rate, random.Random(seed)
+                )
+                frames = read_frames(path, indices)
+        except H2AError as error:
+            return _rejection(entry, error)
+        # Repeated augmentation: one decoded window, num_sample augmented clips of it.
+        clips, masks = [], []
+        with _seeded(seed):
+            generator = torch.Generator().manual_seed(seed)
+            for _ in range(self.num_sample):
+                clips.append(self.transform(frames))
+                if self.masks is not None:
+                    masks.append(torch.stack(self.masks(generator)))
+        labels = torch.full((self.num_sample,), entry.label, dtype=torch.long)
+        return torch.stack(clips), labels, torch.stack(masks) if masks else None, index
+
+
+class TestDataset(Dataset):
+    """Multi-view testing: all ``segments x crops`` views of one video per item.
+
+    An item is ``(views (V, C, T, H, W), label, index)`` or a ``Rejection``.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[VideoEntry],
+        views: Callable[[np.ndarray], list[torch.Tensor]],
+        num_frames: int,
+        sampling_rate: int,
+        segments: int,
+        tsn: bool = False,
+        store: ClipStore | None = None,
+    ) -> None:
+        self.entries = list(entries)
+        self.views = views
+        self.num_frames = num_frames
+        self.sampling_rate = sampling_rate
+        self.segments = segments
+        self.tsn = tsn
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> Any:
+        entry = self.entries[index]
+        try:
+            with _local_video(entry.path, self.store) as path:
+                length = probe(path).frame_count
+                windows = test_windows(
+                    length, self.num_frames, self.sampling_rate, self.segments, self.tsn
+                )
+                views = [v for w in windows for v in self.views(read_frames(path, w))]
+        except H2AError as error:
+            return _rejection(entry, error)
+        return torch.stack(views), entry.label, index
+
+
+def _rejection(entry: VideoEntry, error: H2AError) -> Rejection:
+    _logger.warning("skipping unreadable video %s: %s", entry.path, error)
+    return Rejection(
+        source=entry.path, stage="train-data", reason=error.reason, detail=error.detail
+    )
+
+
+@dataclass(slots=True)
+class Batch:
+    """Collated good items plus the rejections of the bad ones."""
+
+    items: tuple[Any, ...] | None
+    rejections: list[Rejection]
+
+
+def collate(items: list[Any]) -> Batch:
+    """Stack good items (flattening repeated samples), keep rejections apart."""
+    good = [item for item in items if not isinstance(item, Rejection)]
+    rejected = [item for item in items if isinstance(item, Rejection)]
+    if not good:
+        return Batch(None, rejected)
+    if len(good[0]) == 4:  # training: (clips, labels, masks, index)
+        clips = torch.cat([g[0] for g in good])
+        labels = torch.cat([g[1] for g in good])
+        masks = torch.cat([g[2] for g in good]) if good[0][2] is not None else None
+        index = torch.tensor([g[3] for g in good])
+        return Batch((clips, labels, masks, index), rejected)
+    views = torch.stack([g[0] for g in good])
+    labels = torch.tensor([g[1] for g in good])
+    index = torch.tensor([g[2] for g in good])
+    return Batch((views, labels, index), rejected)
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """Epoch-seeded shuffle, sharded over ranks, that can start part-way through an epoch.
+
+    The order of epoch ``e`` depends only on (seed, e) and the world size, so a resumed run
+    skips the ``start`` batches it already trained on and continues the same order.
+    """
+
+    def __init__(self, size: int, rank: int, world: int, seed: int, shuffle: bool = True) -> None:
+        self.inner = DistributedSampler(
+            range(size), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+        )
+        self.start = 0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.inner.set_epoch(epoch)
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, index) for index in list(self.inner)[self.start :]])
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.start
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    sampler: Sampler | None = None,
+    prefetch_factor: int = 2,
+    drop_last: bool = True,
+) -> DataLoader:
+    """A loader that keeps the accelerator fed: workers, pinned memory, prefetching."""
+    workers = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers else {}
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        collate_fn=collate,
+        **workers,
+    )

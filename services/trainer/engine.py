@@ -1,0 +1,198 @@
+"""One training epoch and one evaluation pass, for pre-training and classification alike.
+
+The step follows MAE's ``engine_pretrain.py``: set the lr of this step, autocast forward that
+returns the loss, stop on a non-finite loss with a typed error, scaled backward, optional
+gradient clipping, optimiser step, log the all-reduced loss. What differs between modes is only
+the loss function passed in (``pretrain_step_loss`` or a ``classify_step_loss``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from timm.data import Mixup
+from torch import nn
+
+from services.common.errors import H2AError
+from services.common.records import Rejection
+from services.trainer.data import Batch
+from services.trainer.optim import set_lr
+from services.trainer.parallelize import DistInfo, all_gather_objects, unwrap
+from services.trainer.transforms import mix_batch
+from services.trainer.videomae import pretrain_loss
+
+__all__ = [
+    "EvalResult",
+    "NonFiniteLoss",
+    "classify_step_loss",
+    "evaluate",
+    "pretrain_step_loss",
+    "train_one_epoch",
+]
+
+LossFn = Callable[[nn.Module, tuple[Any, ...], torch.device], torch.Tensor]
+
+
+class NonFiniteLoss(H2AError):
+    """The loss became NaN or inf: the run stops here instead of training on garbage."""
+
+    reason = "NON_FINITE_LOSS"
+
+
+def pretrain_step_loss(
+    model: nn.Module, items: tuple[Any, ...], device: torch.device
+) -> torch.Tensor:
+    """Dual-masking reconstruction loss of a batch ``(clips, _, masks (B, 2, N), _)``."""
+    clips, _, masks, _ = items
+    clips = clips.to(device, non_blocking=True)
+    encoder_mask, decoder_mask = masks[:, 0].to(device), masks[:, 1].to(device)
+    prediction = model(clips, encoder_mask, decoder_mask)
+    return pretrain_loss(unwrap(model), clips, prediction, encoder_mask, decoder_mask)
+
+
+def classify_step_loss(mixer: Mixup | None, smoothing: float) -> LossFn:
+    """Cross-entropy on labels, or on Mixup/CutMix soft targets (which carry the smoothing)."""
+
+    def loss(model: nn.Module, items: tuple[Any, ...], device: torch.device) -> torch.Tensor:
+        clips, labels, _, _ = items
+        clips, labels = clips.to(device, non_blocking=True), labels.to(device)
+        if mixer is not None:
+            clips, soft = mix_batch(mixer, clips, labels)
+            return torch.sum(-soft * F.log_softmax(model(clips), dim=-1), dim=-1).mean()
+        return F.cross_entropy(model(clips), labels, label_smoothing=smoothing)
+
+    return loss
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _mean_over_ranks(value: torch.Tensor, info: DistInfo) -> float:
+    value = value.detach().float().clone()
+    if info.distributed:
+        dist.all_reduce(value)
+        value /= info.world
+    return value.item()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    lr_at: Callable[[int], float],
+    loss_fn: LossFn,
+    *,
+    step: int,
+    info: DistInfo,
+    amp_dtype: torch.dtype | None,
+    clip_grad: float,
+    after_step: Callable[[int, dict[str, float]], bool],
+    on_rejections: Callable[[list[Rejection]], None],
+) -> int:
+    """Train over ``batches`` starting at global ``step``; returns the step reached.
+
+    ``after_step(step, metrics)`` logs and checkpoints, and returns False to stop early.
+    """
+    model.train()
+    for batch in batches:
+        if batch.rejections:
+            on_rejections(batch.rejections)
+        if batch.items is None:
+            continue
+        lr = lr_at(step)
+        set_lr(optimizer, lr)
+        with _autocast(info.device, amp_dtype):
+            loss = loss_fn(model, batch.items, info.device)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {step}", step=step)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        grad_norm = torch.zeros(())
+        if clip_grad > 0:
+            scaler.unscale_(optimizer)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        metrics = {"loss": _mean_over_ranks(loss, info), "lr": lr, "grad_norm": float(grad_norm)}
+        if not after_step(step, metrics):
+            break
+    return step
+
+
+@dataclass(slots=True)
+class EvalResult:
+    """Per-video averaged probabilities and what follows from them."""
+
+    probabilities: np.ndarray
+    """(videos, classes): softmax per view, averaged over the video's views."""
+    labels: np.ndarray
+    indices: np.ndarray
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def topk(self, k: int) -> float:
+        if len(self.labels) == 0:
+            return float("nan")
+        top = np.argsort(-self.probabilities, axis=1)[:, :k]
+        return float(np.mean([label in row for label, row in zip(self.labels, top, strict=True)]))
+
+    def per_class_accuracy(self, num_classes: int) -> np.ndarray:
+        predicted = self.probabilities.argmax(axis=1)
+        return np.array(
+            [
+                float(np.mean(predicted[self.labels == c] == c))
+                if np.any(self.labels == c)
+                else np.nan
+                for c in range(num_classes)
+            ]
+        )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches: Iterable[Batch], info: DistInfo, amp_dtype: torch.dtype | None
+) -> EvalResult:
+    """Multi-view testing: batches of ``(views (B, V, C, T, H, W), labels, index)``.
+
+    Softmax per view, probabilities averaged per video; results of all ranks gathered.
+    """
+    model.eval()
+    probs, labels, indices, rejections = [], [], [], []
+    for batch in batches:
+        rejections.extend(batch.rejections)
+        if batch.items is None:
+            continue
+        views, label, index = batch.items
+        b, v = views.shape[:2]
+        with _autocast(info.device, amp_dtype):
+            logits = model(views.flatten(0, 1).to(info.device, non_blocking=True))
+        probs.append(logits.float().softmax(-1).view(b, v, -1).mean(1).cpu().numpy())
+        labels.append(label.numpy())
+        indices.append(index.numpy())
+    local = (probs, labels, indices, rejections)
+    parts = all_gather_objects(local, info)
+    cat = lambda arrays: np.concatenate(arrays) if arrays else np.zeros((0,))  # noqa: E731
+    all_probs = [p for part in parts for p in part[0]]
+    result = EvalResult(
+        probabilities=np.concatenate(all_probs) if all_probs else np.zeros((0, 0)),
+        labels=cat([x for part in parts for x in part[1]]).astype(int),
+        indices=cat([x for part in parts for x in part[2]]).astype(int),
+        rejections=[r for part in parts for r in part[3]],
+    )
+    # DistributedSampler pads with repeats so ranks get equal shares; keep one row per video.
+    _, first = np.unique(result.indices, return_index=True)
+    result.probabilities, result.labels = result.probabilities[first], result.labels[first]
+    result.indices = result.indices[first]
+    return result

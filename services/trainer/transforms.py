@@ -1,0 +1,208 @@
+"""Video augmentation, applied consistently across the frames of a clip.
+
+A clip moves through these as a uint8 tensor ``(T, C, H, W)`` (frames as a batch, which is how
+torchvision's v2 transforms draw one set of parameters for all of them) and leaves as a float
+``(C, T, H, W)`` normalised with the ImageNet mean and std, the model's input layout.
+
+Pre-training uses the reference multi-scale crop (scales [1, .875, .75, .66], fixed offsets, no
+flip); fine-tuning uses random-resized crop, flip, RandAugment and random erasing, then mixup /
+cutmix with label smoothing on the batch. Testing takes evenly spaced crops along the long side
+after resizing the short side to the crop size.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import Mixup
+from timm.data.auto_augment import rand_augment_transform
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MultiScaleCrop",
+    "VideoRandAugment",
+    "build_mixup",
+    "eval_views",
+    "finetune_transform",
+    "mix_batch",
+    "normalize",
+    "pretrain_transform",
+    "val_transform",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Transform = Callable[[np.ndarray], torch.Tensor]
+
+
+def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` -> uint8 ``(T, 3, H, W)``."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+def normalize(video: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(T, C, H, W)`` -> normalised float ``(C, T, H, W)``."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    out = (video.float() / 255.0 - mean) / std
+    return out.permute(1, 0, 2, 3).contiguous()
+
+
+class MultiScaleCrop:
+    """The reference ``GroupMultiScaleCrop``: crop sides from ``scales`` x short side.
+
+    Width and height scales differ by at most one step (max_distort 1) and the crop sits at one
+    of 13 fixed offsets (corners, centre, quarter points: ``more_fix_crop``), then resizes to
+    ``size``.
+    """
+
+    def __init__(self, size: int, scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66)) -> None:
+        self.size = size
+        self.scales = tuple(scales)
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        height, width = video.shape[-2:]
+        base = min(height, width)
+        sides = [int(base * s) for s in self.scales]
+        sides = [self.size if abs(s - self.size) < 3 else s for s in sides]
+        pairs = [
+            (w, h) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= 1
+        ]
+        crop_w, crop_h = random.choice(pairs)
+        ws, hs = (width - crop_w) // 4, (height - crop_h) // 4
+        grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0)]
+        grid += [(1, 1), (3, 1), (1, 3), (3, 3)]
+        left, top = random.choice([(x * ws, y * hs) for x, y in grid])
+        video = video[..., top : top + crop_h, left : left + crop_w]
+        return F.resize(video, [self.size, self.size], antialias=True)
+
+
+class VideoRandAugment:
+    """timm's RandAugment with the same operations and magnitudes on every frame.
+
+    timm draws its choices from ``random`` and ``numpy.random``; re-seeding both with one value
+    before each frame replays the same draw, which is what makes it a video augmentation.
+    """
+
+    def __init__(self, config: str) -> None:
+        self.augment = rand_augment_transform(
+            config, {"translate_const": 100, "img_mean": (124, 116, 104)}
+        )
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        seed = random.getrandbits(32)
+        out = []
+        for frame in video.permute(0, 2, 3, 1).numpy():
+            random.seed(seed)
+            np.random.seed(seed)
+            out.append(np.asarray(self.augment(Image.fromarray(frame))))
+        random.seed(seed + 1)
+        return _frames_to_tensor(np.stack(out))
+
+
+def pretrain_transform(size: int, scales: Sequence[float], flip: bool) -> Transform:
+    """Multi-scale crop (optionally a flip) and normalisation: the pre-training pipeline."""
+    crop = MultiScaleCrop(size, scales)
+
+    def apply(frames: np.ndarray) -> torch.Tensor:
+        video = crop(_frames_to_tensor(frames))
+        if flip and random.random() < 0.5:
+            video = F.horizontal_flip(video)
+        return normalize(video)
+
+    return apply
+
+
+def finetune_transform(
+    size: int,
+    flip: bool,
+    rand_augment: str,
+    reprob: float,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+) -> Transform:
+    """Random-resized crop (``crop_scale``, 3/4-4/3), flip, RandAugment, normalise, erasing."""
+    steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    if rand_augment:
+        steps.append(VideoRandAugment(rand_augment))
+    steps.append(v2.RandomResizedCrop(size, scale=crop_scale, ratio=(3 / 4, 4 / 3), antialias=True))
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    # v2 draws one erasing box for the whole (C, T, H, W) tensor: the same cube in every frame.
+    erase = v2.RandomErasing(p=reprob, value="random") if reprob > 0 else None
+
+    def apply(frames: np.ndarray) -> torch.Tensor:
+        video = _frames_to_tensor(frames)
+        for step in steps:
+            video = step(video)
+        out = normalize(video)
+        return erase(out.transpose(0, 1)).transpose(0, 1) if erase else out
+
+    return apply
+
+
+def _resize_short(video: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = video.shape[-2:]
+    scale = size / min(height, width)
+    new = [max(size, round(height * scale)), max(size, round(width * scale))]
+    return F.resize(video, new, antialias=True)
+
+
+def eval_views(frames: np.ndarray, size: int, num_crops: int) -> list[torch.Tensor]:
+    """Short side to ``size``, then ``num_crops`` crops evenly along the long side.
+
+    One crop is the centre crop; three are the paper's left/centre/right (top/centre/bottom).
+    """
+    video = _resize_short(_frames_to_tensor(frames), size)
+    height, width = video.shape[-2:]
+    views = []
+    for k in range(num_crops):
+        frac = 0.5 if num_crops == 1 else k / (num_crops - 1)
+        top, left = round((height - size) * frac), round((width - size) * frac)
+        if width > height:
+            top = (height - size) // 2
+        else:
+            left = (width - size) // 2
+        views.append(normalize(video[..., top : top + size, left : left + size]))
+    return views
+
+
+def val_transform(size: int) -> Transform:
+    """Validation during training: one centre crop after a short-side resize."""
+    return lambda frames: eval_views(frames, size, 1)[0]
+
+
+def build_mixup(
+    mixup: float, cutmix: float, switch_prob: float, smoothing: float, num_classes: int
+) -> Mixup | None:
+    """timm's batch Mixup/CutMix with label smoothing, or None when both are off."""
+    if mixup <= 0 and cutmix <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=mixup,
+        cutmix_alpha=cutmix,
+        switch_prob=switch_prob,
+        label_smoothing=smoothing,
+        num_classes=num_classes,
+    )
+
+
+def mix_batch(
+    mixer: Mixup, video: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply Mixup/CutMix to ``(B, C, T, H, W)`` clips; returns clips and soft targets.
+
+    timm mixes 4-D batches and cuts boxes on the last two dims; folding C and T into one axis
+    puts the same box on every frame.
+    """
+    b, c, t, h, w = video.shape
+    flat = video.reshape(b, c * t, h, w)
+    flat, soft = mixer(flat, target)
+    return flat.reshape(b, c, t, h, w), soft
