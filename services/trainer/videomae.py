@@ -186,10 +186,10 @@ def _make_blocks(
     )
 
 
-def _init_xavier(m: nn.Module) -> None:
-    """Pre-training encoder/decoder init: Linear xavier_uniform with zero bias, LayerNorm 1/0."""
+def _init_weights(m: nn.Module, linear_init: Callable[[torch.Tensor], Any]) -> None:
+    """The reference's ``_init_weights``: Linear ``linear_init`` with zero bias, LayerNorm 1/0."""
     if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
+        linear_init(m.weight)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.LayerNorm):
@@ -197,16 +197,12 @@ def _init_xavier(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def _init_trunc_normal(m: nn.Module) -> None:
-    """Classifier init: Linear trunc_normal(0.02) with zero bias, LayerNorm 1/0."""
-    if isinstance(m, nn.Linear):
-        # timm's cut-off is absolute (+-2), so at std 0.02 this is in effect a plain normal.
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+# Pre-training encoder and decoder use xavier_uniform; the classifier trunc_normal(0.02), whose
+# cut-off is absolute (+-2), so at std 0.02 it is in effect a plain normal.
+_LINEAR_INITS: dict[str, Callable[[torch.Tensor], Any]] = {
+    "xavier": nn.init.xavier_uniform_,
+    "trunc_normal": partial(trunc_normal_, std=0.02),
+}
 
 
 class VisionTransformer(nn.Module):
@@ -304,7 +300,7 @@ class VisionTransformer(nn.Module):
 
         if use_learnable_pos_emb:
             trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(_init_xavier if weight_init == "xavier" else _init_trunc_normal)
+        self.apply(partial(_init_weights, linear_init=_LINEAR_INITS[weight_init]))
         self._scale_head()
         self.init_non_persistent_buffers()
 
@@ -356,7 +352,7 @@ class VisionTransformer(nn.Module):
         ref = self.fc_norm.weight if isinstance(self.fc_norm, nn.LayerNorm) else self.norm.weight
         if num_classes > 0:
             self.head = nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
-            _init_trunc_normal(self.head)
+            _init_weights(self.head, _LINEAR_INITS["trunc_normal"])
             self._scale_head()
         else:
             self.head = nn.Identity()
@@ -419,7 +415,7 @@ class PretrainVisionTransformerDecoder(nn.Module):
         )
         self.norm = _norm_layer(embed_dim, **dd)
         self.head = nn.Linear(embed_dim, out_dim, **dd)
-        self.apply(_init_xavier)
+        self.apply(partial(_init_weights, linear_init=_LINEAR_INITS["xavier"]))
 
     def forward(self, x: torch.Tensor, return_token_num: int) -> torch.Tensor:
         """(B, N_vis + N_keep, C_dec) -> predictions of the last ``return_token_num`` tokens."""
