@@ -18,7 +18,15 @@ import numpy as np
 
 from services.common.errors import NoVideoStream, UnreadableVideo
 
-__all__ = ["VideoInfo", "iter_frames", "probe", "read_frames", "write_clip", "write_frames"]
+__all__ = [
+    "VideoInfo",
+    "iter_arrays",
+    "iter_frames",
+    "probe",
+    "read_frames",
+    "write_clip",
+    "write_frames",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -134,6 +142,18 @@ def iter_frames(
             raise UnreadableVideo(f"{Path(path).name}: decoding failed ({error})") from error
 
 
+def iter_arrays(path: Path, width: int, height: int, format: str = "bgr24") -> Iterator[np.ndarray]:
+    """Every decoded frame scaled to ``width`` x ``height`` as an array (``(H, W, 3)`` for
+    ``bgr24``/``rgb24``), in display order.
+
+    One scaler serves the whole pass: ``frame.to_ndarray(width=...)`` builds a new one per frame,
+    which costs more than decoding itself on small videos.
+    """
+    scaler = av.video.reformatter.VideoReformatter()
+    for frame in iter_frames(path):
+        yield scaler.reformat(frame, width=width, height=height, format=format).to_ndarray()
+
+
 def _even(value: float) -> int:
     # H.264 with yuv420p needs even dimensions.
     return max(2, round(value / 2) * 2)
@@ -164,8 +184,9 @@ def write_clip(
         stream = output.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(crf), "preset": preset}
+        scaler = av.video.reformatter.VideoReformatter()  # one for all frames, see iter_arrays
         for frame in iter_frames(source, start_frame, end_frame):
-            image = frame.reformat(width=width, height=height, format="yuv420p")
+            image = scaler.reformat(frame, width=width, height=height, format="yuv420p")
             image.pts = written
             image.time_base = 1 / rate
             for packet in stream.encode(image):

@@ -1,9 +1,9 @@
 """Shot boundaries with PySceneDetect, fed from our own single decoding pass.
 
 PySceneDetect would normally open the file itself (OpenCV or PyAV) and decode every frame at
-full size before downscaling. Here the frames come from ``services.common.video.iter_frames`` and
-are scaled by FFmpeg's swscale while they are converted to BGR, so a scene pass costs one decode
-plus a small-image colour conversion, and only ``services.common.video`` opens the container.
+full size before downscaling. Here the frames come from ``services.common.video.iter_arrays``,
+scaled by one reused swscale context while they are converted to BGR: a scene pass costs one
+decode plus a small-image conversion, and only ``services.common.video`` opens the container.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from scenedetect.video_stream import VideoStream
 
 from services.common.errors import UnreadableVideo
 from services.common.records import Segment
-from services.common.video import VideoInfo, iter_frames
+from services.common.video import VideoInfo, iter_arrays
 
 __all__ = ["SceneResult", "SceneSettings", "detect_scenes"]
 
@@ -84,9 +84,7 @@ class _DecodedStream(VideoStream):
         self._read = 0
 
     def _decode(self) -> Iterator[np.ndarray]:
-        width, height = self._size
-        for frame in iter_frames(self._path):
-            yield frame.to_ndarray(width=width, height=height, format="bgr24")
+        return iter_arrays(self._path, *self._size, format="bgr24")
 
     @property
     def path(self) -> str:
