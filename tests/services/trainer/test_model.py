@@ -310,3 +310,24 @@ def test_unknown_names_and_options_are_refused() -> None:
         create_pretrain_model("vit_tiny_patch16_224")
     with pytest.raises(ValueError, match="tubelet_size"):
         create_classifier("vit_small_patch16_224", 5, **{**TINY, "num_frames": 5})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_vit_b_pretraining_step_runs_on_flash_attention() -> None:
+    torch.manual_seed(0)
+    model = create_pretrain_model("vit_base_patch16_224", use_checkpoint=True).cuda()
+    video = torch.randn(2, 3, 16, 224, 224, device="cuda")
+    encoder_mask, decoder_mask = (m.cuda() for m in _masks(model, 2, ratio=0.9))
+    # Forcing the flash backend makes the step fail if our q/k/v layout or dtype rules it out.
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
+        prediction = model(video, encoder_mask, decoder_mask)
+        loss = pretrain_loss(model, video, prediction, encoder_mask, decoder_mask)
+    loss.backward()
+    assert prediction.shape == (2, 784, 1536) and torch.isfinite(loss)
+    assert model.encoder.blocks[0].attn.qkv.weight.grad.isfinite().all()
+    with torch.no_grad():
+        full = pretrain_loss(
+            model, video, model(video, encoder_mask, decoder_mask), encoder_mask, decoder_mask
+        )
+    assert loss.item() == pytest.approx(full.item(), rel=0.02)
