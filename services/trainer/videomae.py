@@ -855,11 +855,19 @@ def export_transformers_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def import_transformers_state_dict(
     state_dict: Mapping[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
-    """Inverse of ``export_transformers_state_dict``: Hugging Face VideoMAE names to ours."""
+    """Inverse of ``export_transformers_state_dict``: Hugging Face VideoMAE names to ours.
+
+    Also reads transformers 4.x names (``attention.attention.q_bias``/``v_bias``), the layout
+    of the VideoMAE checkpoints published on the Hugging Face hub.
+    """
     pretrain = any(k.startswith(("decoder.", "encoder_to_decoder")) for k in state_dict)
     stacks = {v: k for k, v in _HF_STACK_MAP.items() if k.startswith("encoder.") == pretrain}
     stacks["decoder.decoder_layers"] = "decoder.blocks"
     blocks = {v: k for k, v in _HF_BLOCK_MAP.items()}
+    blocks |= {
+        "attention.attention.q_bias": "attn.q_bias",
+        "attention.attention.v_bias": "attn.v_bias",
+    }
     modules = {
         v: k for k, v in _HF_MODULE_MAP.items()
         if k.startswith(("encoder.", "decoder.", "encoder_to")) == pretrain or k == "head"
@@ -879,10 +887,14 @@ def import_transformers_state_dict(
                 qkv.setdefault(prefix, {})[name] = value  # merged into qkv below
             elif inner in blocks:
                 out[prefix + blocks[inner]] = value
-            else:
+            elif module in blocks:
                 out[f"{prefix}{blocks[module]}.{leaf}"] = value
+            else:
+                raise ValueError(f"{key} has no VideoMAE V2 counterpart")
         else:
             module, _, leaf = key.rpartition(".")
+            if module not in modules:
+                raise ValueError(f"{key} has no VideoMAE V2 counterpart")
             out[f"{modules[module]}.{leaf}"] = value
     for prefix, parts in qkv.items():
         out[prefix + "attn.qkv.weight"] = torch.cat([parts[n] for n in _HF_QKV], dim=0)

@@ -92,3 +92,16 @@ def test_import_inverts_the_export(pretrain: torch.nn.Module) -> None:
         assert back.keys() == model.state_dict().keys()
         for key, value in model.state_dict().items():
             assert torch.equal(back[key], value), key
+
+
+def test_import_reads_transformers_4_bias_names(pretrain: torch.nn.Module) -> None:
+    legacy = {
+        k.replace("query.bias", "q_bias").replace("value.bias", "v_bias"): v
+        for k, v in export_transformers_state_dict(pretrain).items()
+    }
+    assert "videomae.encoder.layer.0.attention.attention.q_bias" in legacy
+    back = import_transformers_state_dict(legacy)
+    assert back.keys() == pretrain.state_dict().keys()
+    assert torch.equal(back["encoder.blocks.1.attn.v_bias"], pretrain.encoder.blocks[1].attn.v_bias)
+    with pytest.raises(ValueError, match=r"videomae\.pooler"):
+        import_transformers_state_dict({**legacy, "videomae.pooler.dense.weight": torch.zeros(1)})
