@@ -101,9 +101,10 @@ def _resolve_weights(settings: PersonSettings, store: ClipStore | None) -> Path:
 
 def load_model(settings: PersonSettings, store: ClipStore | None = None) -> Any:
     """The YOLO model the settings name, loaded once per process and device."""
-    path = _resolve_weights(settings, store)
-    cache_key = (str(path.resolve()), settings.device)
+    # Resolution holds the lock too: two threads must not download the same weights at once.
     with _models_lock:
+        path = _resolve_weights(settings, store)
+        cache_key = (str(path.resolve()), settings.device)
         model = _models.get(cache_key)
         if model is None:
             from ultralytics import YOLO

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import UnreadableVideo
-from services.common.video import probe, read_frames, write_clip
+from services.common.video import iter_arrays, probe, read_frames, write_clip
 
 
 def test_probe_measures_bikes(bikes: Path):
@@ -36,3 +36,9 @@ def test_write_clip_scales_short_side(bikes: Path, tmp_path: Path):
     info = probe(tmp_path / "c.mp4")
     assert written == info.frame_count == 61
     assert (info.width, info.height, info.codec) == (320, 136, "h264")
+
+
+def test_iter_arrays_scales_every_frame(bikes: Path):
+    frames = list(iter_arrays(bikes, 128, 54))
+    assert len(frames) == 250
+    assert frames[0].shape == (54, 128, 3) and frames[0].dtype.name == "uint8"
