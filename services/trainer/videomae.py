@@ -331,7 +331,7 @@ class VisionTransformer(nn.Module):
 
     def layer_id(self, param_name: str) -> int:
         """Layer id for layer-wise lr decay: patch_embed 0, block i -> i + 1, the rest L + 1."""
-        name = _strip_wrappers(param_name)
+        name = _strip_prefixes(param_name)
         if name.startswith(("patch_embed", "pos_embed")):
             return 0
         if name.startswith("blocks."):
@@ -551,21 +551,14 @@ class PretrainVisionTransformer(nn.Module):
         return self.decoder(x, pos_keep.shape[1])
 
 
-def _strip_wrappers(name: str) -> str:
-    """Drop the prefixes DDP (``module.``) and torch.compile (``_orig_mod.``) put on names."""
-    while name.startswith(("module.", "_orig_mod.")):
+# Prefixes DDP and torch.compile put on parameter names.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _strip_prefixes(name: str, prefixes: tuple[str, ...] = _WRAPPER_PREFIXES) -> str:
+    while name.startswith(prefixes):
         name = name.split(".", 1)[1]
     return name
-
-
-def _unwrap_model(model: nn.Module) -> nn.Module:
-    while isinstance(getattr(model, "module", None), nn.Module) or hasattr(model, "_orig_mod"):
-        model = (
-            model.module
-            if isinstance(getattr(model, "module", None), nn.Module)
-            else model._orig_mod
-        )
-    return model
 
 
 def video_to_tubes(video: torch.Tensor, tubelet_size: int, patch_size: int) -> torch.Tensor:
@@ -598,7 +591,7 @@ def pretrain_loss(
     and flattens it as (tubelet * p * p * 3) — the order the decoder head predicts.
 
     Args:
-        model: the pre-training model (DDP / compiled wrappers are looked through).
+        model: the plain pre-training model (not its DDP / compiled wrapper).
         video: (B, 3, T, H, W), the model's input.
         prediction: (B, N_keep, 3 * tubelet * p * p), the model's output.
         encoder_mask: boolean (B, N), True = masked.
@@ -607,7 +600,6 @@ def pretrain_loss(
     Returns:
         Scalar float32 loss.
     """
-    model = _unwrap_model(model)
     keep = encoder_mask if decoder_mask is None else ~decoder_mask
     batch = video.shape[0]
     with torch.no_grad():
@@ -677,15 +669,12 @@ def checkpoint_filter_fn(
     Returns:
         The filtered state dict and ``{dropped key: reason}``.
     """
-    model = _unwrap_model(model)
     target = model.state_dict()
     classifier = isinstance(model, VisionTransformer)
     out: dict[str, torch.Tensor] = {}
     dropped: dict[str, str] = {}
     for key, value in state_dict.items():
-        name = key
-        while name.startswith(("_orig_mod.", "module.", "backbone.")):
-            name = name.split(".", 1)[1]
+        name = _strip_prefixes(key, (*_WRAPPER_PREFIXES, "backbone."))
         if classifier:
             if name.startswith(("decoder.", "encoder_to_decoder.", "mask_token")):
                 dropped[key] = "pre-training decoder: a classifier has none"
@@ -722,7 +711,7 @@ def load_checkpoint(
     """Load official VideoMAE V2 weights or a checkpoint written by our trainer.
 
     Args:
-        model: a ``VisionTransformer`` or ``PretrainVisionTransformer`` (wrappers looked through).
+        model: a plain ``VisionTransformer`` or ``PretrainVisionTransformer``.
         path_or_state_dict: a ``.pth`` file, a state dict, or a checkpoint dict holding one under
             ``model`` or ``module`` (``{'model', 'optimizer', 'epoch', 'scaler', 'args'}``).
         strict: raise ``IncompatibleCheckpoint`` unless every model key is filled and every
@@ -733,7 +722,6 @@ def load_checkpoint(
     Returns:
         A ``LoadReport``.
     """
-    model = _unwrap_model(model)
     if isinstance(path_or_state_dict, str | Path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path_or_state_dict, map_location="cpu", weights_only=weights_only)
@@ -786,7 +774,6 @@ _BLOCK_MODULE = re.compile(r"^((?:encoder\.|decoder\.)?blocks)\.(\d+)\.(.+)$")
 
 def transformers_config(model: nn.Module) -> dict[str, Any]:
     """Keyword arguments of ``transformers.VideoMAEConfig`` describing ``model``."""
-    model = _unwrap_model(model)
     pretrain = isinstance(model, PretrainVisionTransformer)
     enc = model.encoder if pretrain else model
     blk = enc.blocks[0]
@@ -837,7 +824,7 @@ def export_transformers_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     ``VideoMAEForVideoClassification`` (classifier) built from ``transformers_config(model)``.
     """
     out: dict[str, torch.Tensor] = {}
-    for key, value in _unwrap_model(model).state_dict().items():
+    for key, value in model.state_dict().items():
         if key == "mask_token":
             out[key] = value
         elif key.endswith("attn.qkv.weight"):
@@ -939,7 +926,6 @@ def forward_macs(
                 model = create_pretrain_model(model)
             else:
                 model = create_classifier(model, num_classes=0)
-    model = _unwrap_model(model)
     pretrain = isinstance(model, PretrainVisionTransformer)
     enc = model.encoder if pretrain else model
     t, side = num_frames // enc.tubelet_size, img_size // enc.patch_size
