@@ -728,16 +728,23 @@ def load_checkpoint(
     else:
         obj = path_or_state_dict
     state_dict, dropped = checkpoint_filter_fn(_unwrap_checkpoint(obj), model)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    report = LoadReport(tuple(missing), tuple(unexpected), dropped)
+    expected = model.state_dict().keys()
+    missing = tuple(k for k in expected if k not in state_dict)
+    unexpected = tuple(k for k in state_dict if k not in expected)
+    # Checked before loading, so a refused checkpoint leaves the model untouched.
     if strict and (missing or unexpected):
         raise IncompatibleCheckpoint(
             f"strict load: missing {list(missing)}, unexpected {list(unexpected)}, "
             f"dropped {dropped}"
         )
+    model.load_state_dict(state_dict, strict=False)
+    _logger.info(
+        "loaded %d tensors; %d missing, %d unexpected, %d dropped",
+        len(state_dict) - len(unexpected), len(missing), len(unexpected), len(dropped),
+    )  # fmt: skip
     for key, reason in dropped.items():
-        _logger.info("checkpoint key dropped", extra={"key": key, "reason": reason})
-    return report
+        _logger.debug("dropped %s: %s", key, reason)
+    return LoadReport(missing, unexpected, dropped)
 
 
 # Ours -> Hugging Face transformers VideoMAE (5.x: split qkv, ``query.bias``/``value.bias``,

@@ -193,10 +193,11 @@ def test_head_of_another_size_is_dropped() -> None:
     assert set(report.dropped) == {"head.weight", "head.bias"}
     assert set(report.missing_keys) == {"head.weight", "head.bias"}
     assert torch.equal(model.head.weight, head_before)
+    untouched = _classifier(num_classes=7)
+    before = untouched.blocks[0].attn.qkv.weight.clone()
     with pytest.raises(IncompatibleCheckpoint, match="head"):
-        load_checkpoint(
-            _classifier(num_classes=7), {"model": _official(REFERENCE_CLASSIFIER)}, strict=True
-        )
+        load_checkpoint(untouched, {"model": _official(REFERENCE_CLASSIFIER)}, strict=True)
+    assert torch.equal(untouched.blocks[0].attn.qkv.weight, before)  # refused before loading
 
 
 def test_other_frame_counts_and_sizes_regenerate_the_sinusoid_table() -> None:
