@@ -141,9 +141,7 @@ def _from_manifest(path: Path) -> list[SourceItem]:
     items = []
     for row in _manifest_rows(path):
         location = str(row.get("url") or row.get("location") or "").strip()
-        if not location:
-            raise InvalidSource(f"{path.name}: a row has no url", row=row)
-        if not _scheme(location) and not Path(location).is_absolute():
+        if location and not _scheme(location) and not Path(location).is_absolute():
             # Relative paths are relative to the manifest, as people write them.
             location = str(path.parent / location)
         metadata = {
@@ -216,6 +214,8 @@ def _s3_store(bucket: str) -> ClipStore:
 
 
 def _check_item(item: SourceItem) -> None:
+    if not item.location:
+        raise InvalidSource("a source item has no location (a manifest row without url?)")
     parsed = urlparse(item.location)
     path = parsed.path if _scheme(item.location) else item.location
     if ".." in PurePosixPath(path.replace("\\", "/")).parts:
@@ -313,8 +313,9 @@ def _fetched(item: SourceItem, settings: IngestSettings) -> Iterator[Path]:
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="h2a-ingest-") as folder:
-        name = PurePosixPath(unquote(urlparse(item.location).path)).name or "video"
-        local = Path(folder) / name
+        # Only the extension of the remote name is kept: names can be long or odd.
+        suffix = PurePosixPath(unquote(urlparse(item.location).path)).suffix[:9]
+        local = Path(folder) / f"source{suffix}"
         if scheme in {"http", "https"}:
             _download(item.location, local, settings)
         elif scheme == "s3":

@@ -59,11 +59,15 @@ def test_manifests_in_jsonl_and_csv(media: Path, tmp_path: Path):
     }
 
 
-def test_unusable_sources_fail_typed(tmp_path: Path):
+def test_unusable_sources_fail_typed(local_store: ClipStore, tmp_path: Path):
     with pytest.raises(SourceNotFound):
         expand_source(str(tmp_path / "nothing-here"))
     with pytest.raises(InvalidSource):
         expand_source("ftp://example.org/v.mp4")
+    (tmp_path / "no-url.jsonl").write_text('{"hashtag": "dance"}\n')
+    (row,) = expand_source(str(tmp_path / "no-url.jsonl"))  # one bad row, not a failed batch
+    with pytest.raises(InvalidSource, match="no location"):
+        ingest(row, local_store, IngestSettings())
     (tmp_path / "broken.jsonl").write_text("{not json\n")
     with pytest.raises(InvalidSource):
         expand_source(str(tmp_path / "broken.jsonl"))
