@@ -41,8 +41,8 @@ from services.common.video import probe, read_frames
 
 __all__ = [
     "Batch",
+    "MultiViewDataset",
     "ResumableSampler",
-    "TestDataset",
     "VideoDataset",
     "VideoEntry",
     "build_loader",
@@ -54,8 +54,8 @@ __all__ = [
     "read_list",
     "read_ssv2",
     "read_ucf101",
-    "test_windows",
     "train_window",
+    "view_windows",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def train_window(length: int, num_frames: int, stride: int, rng: random.Random) 
     return [min(start + i * stride, length - 1) for i in range(num_frames)]
 
 
-def test_windows(
+def view_windows(
     length: int, num_frames: int, stride: int, segments: int, tsn: bool = False
 ) -> list[list[int]]:
     """The testing views' frame indices.
@@ -324,7 +324,7 @@ class VideoDataset(Dataset):
         return torch.stack(clips), labels, torch.stack(masks) if masks else None, index
 
 
-class TestDataset(Dataset):
+class MultiViewDataset(Dataset):
     """Multi-view testing: all ``segments x crops`` views of one video per item.
 
     An item is ``(views (V, C, T, H, W), label, index)`` or a ``Rejection``.
@@ -356,7 +356,7 @@ class TestDataset(Dataset):
         try:
             with _local_video(entry.path, self.store) as path:
                 length = probe(path).frame_count
-                windows = test_windows(
+                windows = view_windows(
                     length, self.num_frames, self.sampling_rate, self.segments, self.tsn
                 )
                 views = [v for w in windows for v in self.views(read_frames(path, w))]

@@ -31,8 +31,8 @@ from services.common.store import ClipStore
 from services.trainer import videomae
 from services.trainer.checkpoint import CheckpointManager, capture_rng, restore_rng
 from services.trainer.data import (
+    MultiViewDataset,
     ResumableSampler,
-    TestDataset,
     VideoDataset,
     VideoEntry,
     build_loader,
@@ -454,7 +454,7 @@ class _Job:
     ) -> EvalResult:
         c, info = self.config, self.info
         size = c.model.img_size
-        dataset = TestDataset(
+        dataset = MultiViewDataset(
             entries,
             lambda frames: eval_views(frames, size, crops),
             c.model.num_frames,

@@ -382,7 +382,7 @@ def tiny_finetune() -> TrainConfig:
         data=replace(
             base.data,
             format="list",
-            batch_size=8,
+            batch_size=16,
             num_sample=1,
             num_workers=0,
             sampling_rate=2,
@@ -397,10 +397,12 @@ def tiny_finetune() -> TrainConfig:
             test_crops=1,
         ),
         optim=replace(
-            base.optim, epochs=10, base_lr=0.16, warmup_epochs=1, layer_decay=1.0, min_lr=1e-4
+            base.optim, epochs=20, base_lr=0.048, warmup_epochs=2, layer_decay=1.0, min_lr=1e-4
         ),
         checkpoint=CheckpointConfig(run="tiny_finetune", interval_steps=50, keep_latest_k=2),
-        runtime=RuntimeConfig(output="runs/tiny_finetune", device="cpu", log_interval=5),
+        runtime=RuntimeConfig(
+            output="runs/tiny_finetune", device="cpu", log_interval=5, eval_every_epochs=5
+        ),
     )
 
 
