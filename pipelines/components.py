@@ -148,8 +148,8 @@ def pretrain(
     store_endpoint: str,
     store_bucket: str,
     checkpoint: Output[Model],
-) -> str:
-    """Dual-masking pre-training on the curated clips; returns the checkpoint's store URI."""
+) -> None:
+    """Dual-masking pre-training on the curated clips; the checkpoint's URI is in metadata."""
     from pipelines.steps import (
         PRETRAIN_RECIPES,
         Cluster,
@@ -175,13 +175,12 @@ def pretrain(
     )
     keep_checkpoint(uri, store_backend, store, checkpoint)
     checkpoint.metadata.update(model_size=model_size, epochs=epochs)
-    return uri
 
 
 @dsl.component(base_image=IMAGE)
 def finetune(
     benchmark: str,
-    pretrained: str,
+    pretrained: Input[Model],
     run_id: str,
     model_size: str,
     epochs: int,
@@ -200,8 +199,8 @@ def finetune(
     store_endpoint: str,
     store_bucket: str,
     checkpoint: Output[Model],
-) -> str:
-    """Fine-tune the pre-trained encoder on one benchmark; returns the checkpoint's store URI."""
+) -> None:
+    """Fine-tune the pre-trained encoder on one benchmark; the checkpoint's URI is in metadata."""
     from pipelines.steps import (
         Cluster,
         benchmark_lists,
@@ -225,7 +224,7 @@ def finetune(
             *model_overrides(model_size),
             f"data.val={lists['val']}",
             f"data.labels={lists['labels']}",
-            f"model.init_checkpoint={pretrained}",
+            f"model.init_checkpoint={pretrained.metadata['uri']}",
             f"optim.epochs={epochs}",
             *overrides,
         ],
@@ -236,13 +235,12 @@ def finetune(
     )
     keep_checkpoint(uri, store_backend, store, checkpoint)
     checkpoint.metadata.update(benchmark=benchmark, model_size=model_size, epochs=epochs)
-    return uri
 
 
 @dsl.component(base_image=IMAGE)
 def evaluate(
     benchmark: str,
-    finetuned: str,
+    finetuned: Input[Model],
     run_id: str,
     model_size: str,
     overrides: list,
@@ -272,7 +270,7 @@ def evaluate(
     result = evaluate_checkpoint(
         benchmark,
         lists,
-        finetuned,
+        finetuned.metadata["uri"],
         finetune_recipe(model_size, benchmark),
         [*model_overrides(model_size), *overrides],
         job_name("evaluate", benchmark, run_id),

@@ -125,7 +125,7 @@ def curate_and_train(
     with dsl.ParallelFor(benchmarks, name="benchmark") as benchmark:
         tuned = c.finetune(
             benchmark=benchmark,
-            pretrained=pretrained.outputs["Output"],
+            pretrained=pretrained.outputs["checkpoint"],
             run_id=run_id,
             model_size=model_size,
             epochs=finetune_epochs,
@@ -137,7 +137,7 @@ def curate_and_train(
         )
         evaluated = c.evaluate(
             benchmark=benchmark,
-            finetuned=tuned.outputs["Output"],
+            finetuned=tuned.outputs["checkpoint"],
             run_id=run_id,
             model_size=model_size,
             overrides=finetune_overrides,

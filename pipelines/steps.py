@@ -13,6 +13,7 @@ the pipeline attaches, so they never appear in the run's parameters.
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import re
 import tempfile
@@ -370,7 +371,8 @@ def evaluate_checkpoint(
     """Multi-view test of a fine-tuned checkpoint, in this process (its pod holds the GPU).
 
     Returns:
-        The trainer's evaluation (``top1``, ``top5``, ...) plus ``benchmark`` and ``classes``.
+        The trainer's evaluation (``top1``, ``top5``, ``videos``, ...) plus ``benchmark``,
+        ``classes`` and ``confusion_matrix`` (rows: label, columns: prediction).
     """
     from services.trainer.main import resolve_config
     from services.trainer.main import run as run_trainer
@@ -387,8 +389,21 @@ def evaluate_checkpoint(
         ),
         store=store,
     )
-    result = run_trainer("evaluate", config, store)
-    return {**result.evaluation, "benchmark": benchmark}
+    evaluation = run_trainer("evaluate", config, store).evaluation
+    files = {name: Path(entry["path"]) for name, entry in evaluation["files"].items()}
+    with files["per_class.csv"].open(newline="") as handle:
+        classes = [row["class"] for row in csv.DictReader(handle)]
+    index = {name: i for i, name in enumerate(classes)}
+    matrix = [[0] * len(classes) for _ in classes]
+    with files["predictions.csv"].open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            matrix[index[row["label"]]][index[row["predicted"]]] += 1
+    return {
+        **evaluation,
+        "benchmark": benchmark,
+        "classes": classes,
+        "confusion_matrix": matrix,
+    }
 
 
 def summary_markdown(results: list[dict[str, Any]], model_size: str) -> str:

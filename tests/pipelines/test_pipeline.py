@@ -60,8 +60,13 @@ def test_dag_reads_source_to_summary(ir: dict[str, Any]) -> None:
     assert set(bench) == {"finetune", "evaluate"}
     assert _deps(bench["evaluate"], bench_dag) == {"finetune"}
     # the pre-trained checkpoint flows into every fine-tuning
-    pretrained = bench["finetune"]["inputs"]["parameters"]["pretrained"]
-    assert pretrained["componentInputParameter"] == "pipelinechannel--pretrain-Output"
+    pretrained = bench["finetune"]["inputs"]["artifacts"]["pretrained"]
+    assert pretrained["componentInputArtifact"] == "pipelinechannel--pretrain-checkpoint"
+    finetuned = bench["evaluate"]["inputs"]["artifacts"]["finetuned"]
+    assert finetuned["taskOutputArtifact"] == {
+        "outputArtifactKey": "checkpoint",
+        "producerTask": "finetune",
+    }
 
 
 def test_fan_outs_iterate_shards_and_benchmarks(ir: dict[str, Any]) -> None:
