@@ -24,7 +24,7 @@ def train() -> None:
 
 def _add_mode(mode: str, summary: str) -> None:
     @train.command(mode, help=summary)
-    @click.option("--recipe", default="tiny_finetune", show_default=True, help="A recipe name.")
+    @click.option("--recipe", default="", help="A recipe (services.trainer.recipes.RECIPES).")
     @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
                   help="A saved config.json (replaces the recipe).")  # fmt: skip
     @click.option("--manifest", help="A list file, or a dataset folder / store prefix ending in /.")
@@ -42,6 +42,8 @@ def _add_mode(mode: str, summary: str) -> None:
 
         logging_settings = LoggingSettings()
         configure_logging("trainer", logging_settings.level, logging_settings.json_lines)
+        if not recipe and not config_file:
+            raise click.UsageError("give --recipe NAME or --config FILE")
         try:
             config = resolve_config(
                 mode, recipe, config_file=config_file, manifest=manifest, output=output,
