@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,8 @@ from services.common.store import ClipStore
 from services.trainer.main import run
 from services.trainer.recipes import TrainConfig, apply_overrides, get_recipe
 from services.trainer.synthetic import write_moving_shapes
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +43,7 @@ def _config(shapes: dict[str, Path], output: Path, *extra: str) -> TrainConfig:
 
 
 def _losses(output: Path) -> dict[int, float]:
+    """Loss per step; a step logged twice (by a killed run and its restart) keeps the last."""
     lines = (output / "metrics.jsonl").read_text().splitlines()
     return {row["step"]: row["loss"] for row in map(json.loads, lines) if "loss" in row}
 
@@ -66,3 +74,42 @@ def test_resume_after_stop_matches_uninterrupted_run(
     )
     assert state["step"] == 8 and state["data"] == {"epoch": 2, "batches": 0}
     assert {"model", "optimizer", "epoch", "scaler", "args", "rng", "scheduler"} <= set(state)
+
+
+@pytest.mark.timeout(300)
+def test_resume_after_a_killed_process(
+    shapes: dict[str, Path], local_store: ClipStore, tmp_path: Path
+) -> None:
+    # A long run (50 epochs) checkpointing every 2 steps, killed with SIGKILL once a checkpoint
+    # exists; restarted with the same arguments, it continues from the store's latest checkpoint.
+    overrides = [
+        "--set", "checkpoint.interval_steps=2", "--set", "optim.epochs=50",
+        "--set", "data.batch_size=2", "--set", f"data.train={json.dumps(str(shapes['train']))}",
+    ]  # fmt: skip
+    command = [
+        sys.executable, "-m", "services.trainer", "pretrain", "--recipe", "tiny_pretrain",
+        "--output", str(tmp_path / "killed"), "--set", "runtime.progress=false", *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "H2A_STORE_ROOT": str(local_store.transport.root), "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    pointer = "checkpoints/killed/latest.json"
+    deadline = time.monotonic() + 200
+    while not local_store.exists(pointer) and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    saved = local_store.get_json(pointer)["step"]
+
+    config = _config(shapes, tmp_path / "killed", "optim.epochs=50", "runtime.max_steps=12")
+    resumed = run("pretrain", config, local_store)
+    reference = run(
+        "pretrain",
+        _config(shapes, tmp_path / "ref", "optim.epochs=50", "runtime.max_steps=12"),
+        local_store,
+    )
+    assert resumed.steps == reference.steps == 12 and saved < 12
+    expected, got = _losses(tmp_path / "ref"), _losses(tmp_path / "killed")
+    for step in range(saved + 1, 13):
+        assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-7), step
