@@ -34,15 +34,17 @@ def measured_matmul_tflops(device: torch.device, dtype: torch.dtype, size: int =
     """The rate of a large square matmul: the practical peak of this device and dtype."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    repeats = 10
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+    a @ b
+    best = float("inf")
+    # Best of several trials: on a shared machine the slowest trials measure the neighbours.
+    for _ in range(5):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - start) / 5)
+    return 2 * size**3 / best / 1e12
 
 
 def _sync(device: torch.device) -> None:
