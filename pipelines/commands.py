@@ -26,11 +26,11 @@ DEMO_ARGUMENTS: dict[str, Any] = {
     "curate_workers": 2,
     "model_size": "tiny",
     "epochs": 2,
-    "finetune_epochs": 6,
+    "finetune_epochs": 15,
     "pretrain_overrides": ["data.batch_size=1", "runtime.progress=false"],
     "finetune_overrides": ["runtime.progress=false"],
     "benchmarks": ["synthetic"],
-    "synthetic_per_class": 8,
+    "synthetic_per_class": 32,
 }
 
 
@@ -64,6 +64,9 @@ class LocalRun:
     folder: Path
     """The run's folder under the pipeline root: one sub-folder per task."""
     report: Path
+    """The report artifact: Markdown with the plots inlined."""
+    store_report: Path
+    """The dataset's report.md in the embedded store, beside its plots/ and manifests."""
     summary: Path
     elapsed_s: float
 
@@ -83,6 +86,7 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path) -> LocalRun:
 
     from pipelines.curate_and_train import curate_and_train
     from services.common.config import default_store_root
+    from services.common.store import ClipStore
 
     arguments = {
         "launcher": "local",
@@ -104,6 +108,8 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path) -> LocalRun:
     return LocalRun(
         folder=folder,
         report=Path(task.outputs["report"].path),
+        store_report=Path(arguments["store_root"])
+        / ClipStore.manifest_key(arguments.get("dataset", "default"), "report.md"),
         summary=Path(task.outputs["summary"].path),
         elapsed_s=time.monotonic() - started,
     )
@@ -226,7 +232,8 @@ def run_local_command(
 def _print_run(run: LocalRun) -> None:
     click.echo(f"pipeline finished in {run.elapsed_s:.0f} s")
     click.echo(f"  artifacts: {run.folder}")
-    click.echo(f"  dataset report: {run.report}")
+    click.echo(f"  dataset report: {run.store_report}")
+    click.echo(f"  dataset report artifact: {run.report}")
     click.echo(f"  benchmark summary: {run.summary}")
     click.echo("")
     click.echo(run.summary.read_text())

@@ -268,6 +268,11 @@ def _upload_synthetic(prefix: str, store: ClipStore, per_class: int) -> dict[str
     return lists
 
 
+def _run_folder(run: str) -> str:
+    """The trainer's local output folder; what matters of it is also written to the store."""
+    return str(Path(tempfile.gettempdir()) / "h2a-runs" / run)
+
+
 class Cluster(NamedTuple):
     """What a Kubernetes launch needs beyond the trainer's arguments."""
 
@@ -310,7 +315,7 @@ def train(
     from services.common.errors import ObjectNotFound
     from services.trainer.checkpoint import CheckpointManager
 
-    args = [mode, "--recipe", recipe, "--manifest", manifest, "--output", f"runs/{run}"]
+    args = [mode, "--recipe", recipe, "--manifest", manifest, "--output", _run_folder(run)]
     for item in overrides:
         args += ["--set", item]
     if launcher == "local":
@@ -380,7 +385,7 @@ def evaluate_checkpoint(
     config = resolve_config(
         "evaluate",
         recipe,
-        output=f"runs/{run}",
+        output=_run_folder(run),
         overrides=(
             f"data.test={lists['test']}",
             f"data.labels={lists['labels']}",

@@ -60,7 +60,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory, carphone: Path) -> dict[
 
 
 def test_run_prints_where_the_results_are(local_run: dict[str, Any]) -> None:
-    assert "dataset report:" in local_run["output"]
+    assert "dataset report artifact:" in local_run["output"]
     assert "| synthetic |" in local_run["output"]
 
 
