@@ -63,31 +63,16 @@ def curate_shard(
     In the cluster the stages are the four gRPC services; with ``launcher="local"`` they run
     in this process.
     """
-    from collections import Counter
-
-    from pipelines.steps import curate_one_shard, open_store
+    from pipelines.steps import curate_one_shard, open_store, shard_counts
+    from services.common.records import ClipRecord
 
     store = open_store(store_backend, store_root, store_endpoint, store_bucket)
     services = None if launcher == "local" else stage_services
     summary = curate_one_shard(shard, dataset, services, store, workers)
-    lines = [r.to_json() for r in summary.results if hasattr(r, "clip")]
+    lines = [r.to_json() for r in summary.results if isinstance(r, ClipRecord)]
     with open(clips.path, "w") as handle:
         handle.writelines(f"{line}\n" for line in lines)
-    failed = Counter(getattr(r, "stage", "") for r in summary.results if not hasattr(r, "clip"))
-    passed = summary.videos
-    stages = {}
-    for stage in ("ingestion", "scenes", "persons", "clips"):
-        passed -= failed.get(stage, 0)
-        stages[f"passed_{stage}"] = passed
-    clips.metadata.update(
-        dataset=summary.dataset,
-        videos=summary.videos,
-        clips=len(lines),
-        review=summary.review,
-        rejected=summary.rejected,
-        reasons=summary.reasons,
-        **stages,
-    )
+    clips.metadata.update(dataset=summary.dataset, **shard_counts(summary))
     return summary.dataset
 
 
@@ -102,10 +87,10 @@ def dataset_report(
     manifest: Output[Dataset],
     report: Output[Markdown],
     counts: Output[Metrics],
-) -> str:
+) -> None:
     """Merge the shards into the dataset's manifests; the report, its counts and the manifest.
 
-    Returns the store URI of the dataset folder, the trainer's ``--manifest``.
+    The manifest's ``folder`` metadata is the dataset's store URI, the trainer's ``--manifest``.
     """
     from pathlib import Path
 
@@ -126,7 +111,6 @@ def dataset_report(
     store.download(ClipStore.manifest_key(dataset, "pretrain.csv"), Path(manifest.path))
     folder = manifests["pretrain.csv"].rsplit("/", 1)[0] + "/"
     manifest.metadata.update(clips=len(clip_lines), folder=folder, manifests=manifests)
-    return folder
 
 
 @dsl.component(base_image=IMAGE)

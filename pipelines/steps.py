@@ -17,6 +17,7 @@ import csv
 import json
 import re
 import tempfile
+from collections import Counter
 from hashlib import sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -43,6 +44,7 @@ __all__ = [
     "model_overrides",
     "open_store",
     "report_markdown",
+    "shard_counts",
     "shard_dataset",
     "split_sources",
     "store_env",
@@ -166,6 +168,25 @@ def curate_one_shard(
     with tempfile.TemporaryDirectory(prefix="h2a-shard-") as folder:
         manifest = store.download(shard_key, Path(folder) / "shard.jsonl")
         return curate(str(manifest), stages, store, name, workers=workers, progress=False)
+
+
+def shard_counts(summary: CurateSummary) -> dict[str, Any]:
+    """What a shard's curation did, stage by stage: videos that passed each stage."""
+    from services.common.records import Rejection
+
+    failed = Counter(r.stage for r in summary.results if isinstance(r, Rejection))
+    counts: dict[str, Any] = {
+        "videos": summary.videos,
+        "clips": summary.videos - sum(failed.values()),
+        "review": summary.review,
+        "rejected": summary.rejected,
+        "reasons": summary.reasons,
+    }
+    passed = summary.videos
+    for stage in ("ingestion", "scenes", "persons", "clips"):
+        passed -= failed.get(stage, 0)
+        counts[f"passed_{stage}"] = passed
+    return counts
 
 
 def merge_shards(dataset: str, shards: list[str], store: ClipStore) -> dict[str, str]:
