@@ -167,10 +167,11 @@ def submit(
     """Create a run of the pipeline on a Kubeflow Pipelines API."""
     import kfp
 
+    arguments = _parse_params(params)
     client = kfp.Client(host=host, namespace=namespace)
     result = client.create_run_from_pipeline_package(
         str(_compiled(package)),
-        arguments=_parse_params(params),
+        arguments=arguments,
         run_name=run_name,
         experiment_name=experiment,
         namespace=namespace,
