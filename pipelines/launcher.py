@@ -518,7 +518,9 @@ class LocalLauncher:
         env = {**os.environ, **spec.env}
         started = time.monotonic()
         lines: list[str] = []
+        timed_out = threading.Event()
         log = log_path.open("w") if log_path else contextlib.nullcontext()
+        # A session of its own: torchrun's workers are killed with it, never orphaned.
         with (
             log as log_file,
             subprocess.Popen(
@@ -527,25 +529,30 @@ class LocalLauncher:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
+                start_new_session=True,
             ) as process,
         ):
-            timer = threading.Timer(self.timeout_s, process.kill)
+
+            def expire() -> None:
+                timed_out.set()
+                _kill_group(process)
+
+            timer = threading.Timer(self.timeout_s, expire)
             timer.start()
             try:
-                for line in process.stdout or ():
-                    lines.append(line)
-                    if log_file is not None:
-                        log_file.write(line)
-                    if self.echo:
-                        sys.stderr.write(line)
-                returncode = process.wait()
+                with _sigterm_cancels():
+                    for line in process.stdout or ():
+                        lines.append(line)
+                        if log_file is not None:
+                            log_file.write(line)
+                        if self.echo:
+                            sys.stderr.write(line)
+                    returncode = process.wait()
             finally:
                 timer.cancel()
-                if process.poll() is None:
-                    process.kill()
-        duration = time.monotonic() - started
+                _kill_group(process)
         log_tail = _tail("".join(lines), self.log_tail_lines)
-        if duration >= self.timeout_s and returncode != 0:
+        if timed_out.is_set():
             raise JobTimeout(f"{spec.name} did not finish within {self.timeout_s:.0f} s")
         if returncode != 0:
             raise JobFailed(
@@ -553,4 +560,10 @@ class LocalLauncher:
                 job_reason=f"ExitCode{returncode}",
                 log_tail=log_tail,
             )
-        return JobResult(spec.name, "Succeeded", duration, log_tail)
+        return JobResult(spec.name, "Succeeded", time.monotonic() - started, log_tail)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the process group a launched torchrun leads, if any of it still runs."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +21,7 @@ from kubernetes import client
 
 from pipelines.launcher import (
     ElasticPolicy,
+    JobCancelled,
     JobDeleted,
     JobFailed,
     JobTimeout,
@@ -273,3 +277,29 @@ def test_local_launcher_reports_exit_code_and_tail(tmp_path: Path) -> None:
     assert caught.value.context["job_reason"].startswith("ExitCode")
     assert caught.value.context["log_tail"]
     assert (tmp_path / "train.log").read_text().endswith(caught.value.context["log_tail"] + "\n")
+
+
+def test_sigterm_deletes_the_job(serve_kube: Any) -> None:
+    api = FakeKubeApi([[_condition("Running")]])
+    before = signal.getsignal(signal.SIGTERM)
+    # SIGTERM is how KFP cancels a step; it arrives while the launcher waits.
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(JobCancelled):
+            _launcher(serve_kube(api), timeout_s=30).run(_spec())
+    finally:
+        timer.cancel()
+    assert api.jobs == {}
+    assert api.calls[-1][0] == "DELETE"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_local_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    # torchrun alone needs seconds to import torch, so half a second always expires
+    launcher = LocalLauncher(timeout_s=0.5, echo=False)
+    spec = _spec(nproc_per_node=1, args=("pretrain", "--help"))
+    started = time.monotonic()
+    with pytest.raises(JobTimeout):
+        launcher.run(spec, log_path=tmp_path / "train.log")
+    assert time.monotonic() - started < 10
