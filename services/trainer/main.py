@@ -9,6 +9,7 @@ command line (``services.trainer.commands``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -152,12 +153,14 @@ def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def _local_file(source: str, store: ClipStore, folder: Path) -> Path:
-    """A local path for a file given as a path or a store URI/key (downloaded into ``folder``)."""
+@contextlib.contextmanager
+def _opened(source: str, store: ClipStore) -> Iterator[Path]:
+    """A readable local path for a file given as a path or a store URI or key."""
     if Path(source).is_file():
-        return Path(source)
-    key = store.key_from_uri(source) if "://" in source else source
-    return store.download(key, folder / Path(key).name)
+        yield Path(source)
+        return
+    with store.open_local(store.key_from_uri(source) if "://" in source else source) as path:
+        yield path
 
 
 def build_model(mode: str, config: TrainConfig, num_classes: int) -> nn.Module:
@@ -273,8 +276,8 @@ class _Job:
 
     def _class_names(self, entries: list[VideoEntry]) -> list[str]:
         if self.config.data.labels:
-            local = _local_file(self.config.data.labels, self.store, self.output)
-            return read_class_names(local)
+            with _opened(self.config.data.labels, self.store) as path:
+                return read_class_names(path)
         return [str(c) for c in range(max((e.label for e in entries), default=0) + 1)]
 
     def run(self) -> RunResult:
@@ -284,8 +287,7 @@ class _Job:
         names = self._class_names(train or test) if self.mode != "pretrain" else []
         model = build_model("evaluate" if self.mode == "evaluate" else self.mode, c, len(names))
         if c.model.init_checkpoint:
-            path = _local_file(c.model.init_checkpoint, self.store, self.output)
-            videomae.load_checkpoint(model, str(path))
+            self._initialise(model)
         if info.is_main:
             (self.output / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
             self.store.put_json(
@@ -310,6 +312,22 @@ class _Job:
             rejected,
             evaluation,
         )
+
+    def _initialise(self, model: nn.Module) -> None:
+        """Load ``model.init_checkpoint``; only a fresh head may stay unfilled.
+
+        A classifier fine-tuned from pre-training or from another label set gets a new ``head``
+        and ``fc_norm``; anything else missing means the wrong checkpoint, which must not train
+        or evaluate quietly from random weights.
+        """
+        source = self.config.model.init_checkpoint
+        fresh = ("head.", "fc_norm.") if self.mode in ("finetune", "weak-label") else ()
+        with _opened(source, self.store) as path:
+            report = videomae.load_checkpoint(model, str(path))
+        missing = [k for k in report.missing_keys if not (fresh and k.startswith(fresh))]
+        if missing:
+            raise videomae.IncompatibleCheckpoint(f"{source} leaves {missing} unfilled")
+        _logger.info("initialised from %s (dropped %s)", source, sorted(report.dropped))
 
     def _train(
         self, model: nn.Module, entries: list[VideoEntry], names: list[str]

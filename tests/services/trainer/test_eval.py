@@ -15,7 +15,7 @@ from services.trainer.engine import evaluate
 from services.trainer.main import resolve_config, run
 from services.trainer.parallelize import DistInfo
 from services.trainer.synthetic import CLASSES, write_moving_shapes
-from services.trainer.videomae import create_classifier
+from services.trainer.videomae import create_classifier, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,50 @@ def test_weak_label_checkpoint_fine_tunes(
     assert tuned.steps == 2
     first = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert first["model"]["init_checkpoint"] == weak.checkpoint
+
+
+def test_pretrained_checkpoint_fine_tunes_and_a_wrong_one_fails(
+    shapes: dict[str, Path], local_store: ClipStore, tmp_path: Path
+) -> None:
+    pretrained = run(
+        "pretrain",
+        resolve_config("pretrain", "tiny_pretrain", manifest=str(shapes["train"]),
+                       output=str(tmp_path / "pt"), overrides=_QUICK, store=local_store),
+        local_store,
+    )  # fmt: skip
+    start = f"model.init_checkpoint={json.dumps(pretrained.checkpoint)}"
+    tuned = run(
+        "finetune",
+        resolve_config("finetune", "tiny_finetune", manifest=str(shapes["train"]),
+                       output=str(tmp_path / "ft"), overrides=(*_QUICK, start), store=local_store),
+        local_store,
+    )  # fmt: skip
+    assert tuned.steps == 2
+    # The encoder weights arrived: block 0 starts from the pre-trained values, not a fresh init.
+    key = local_store.key_from_uri(pretrained.checkpoint)
+    pre = torch.load(local_store.download(key, tmp_path / "p.pth"), weights_only=True)["model"]
+    fresh = create_classifier(
+        "vit_small_patch16_224", 4, num_frames=8, img_size=32, patch_size=8,
+        embed_dim=64, depth=2, num_heads=4,
+    )  # fmt: skip
+    report = load_checkpoint(fresh, pre)
+    assert torch.equal(fresh.blocks[0].attn.q_bias, pre["encoder.blocks.0.attn.q_bias"])
+    assert set(report.missing_keys) <= {
+        "fc_norm.weight",
+        "fc_norm.bias",
+        "head.weight",
+        "head.bias",
+    }
+
+    # A checkpoint that fills one tensor is refused, never evaluated with random weights.
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"model": {"blocks.0.attn.q_bias": torch.zeros(64)}}, wrong)
+    with pytest.raises(ValueError, match="unfilled"):
+        run(
+            "evaluate",
+            resolve_config("evaluate", "tiny_finetune", output=str(tmp_path / "bad"),
+                           store=local_store,
+                           overrides=(f"data.test={json.dumps(str(shapes['test']))}",
+                                      f"model.init_checkpoint={json.dumps(str(wrong))}")),
+            local_store,
+        )  # fmt: skip
