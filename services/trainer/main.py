@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Subset
 from tqdm import tqdm
 
+from services.common.errors import ConfigError
 from services.common.records import Rejection
 from services.common.store import ClipStore
 from services.trainer import videomae
@@ -233,8 +234,9 @@ def run(mode: str, config: TrainConfig, store: ClipStore | None = None) -> RunRe
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     info = init_distributed(config.runtime.device)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_RankFilter(info.rank))
+    if info.rank:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_RankFilter(info.rank))
     store = store or ClipStore.from_settings()
     output = Path(config.runtime.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -250,13 +252,11 @@ class _Job:
     def __init__(
         self, mode: str, config: TrainConfig, store: ClipStore, info: DistInfo, output: Path
     ) -> None:
-        self.mode, self.config, self.store, self.info, self.output = (
-            mode,
-            config,
-            store,
-            info,
-            output,
-        )
+        self.mode = mode
+        self.config = config
+        self.store = store
+        self.info = info
+        self.output = output
         self.amp = _amp_dtype(config.runtime.precision, info.device)
         self.rejections: list[Rejection] = []
         self.manager = CheckpointManager(
@@ -285,7 +285,7 @@ class _Job:
         train = self._entries(c.data.train, "train")
         test = self._entries(c.data.test or c.data.val, "test")
         names = self._class_names(train or test) if self.mode != "pretrain" else []
-        model = build_model("evaluate" if self.mode == "evaluate" else self.mode, c, len(names))
+        model = build_model(self.mode, c, len(names))
         if c.model.init_checkpoint:
             self._initialise(model)
         if info.is_main:
@@ -299,7 +299,13 @@ class _Job:
         steps, checkpoint = 0, ""
         if self.mode != "evaluate":
             steps, checkpoint = self._train(model, train, names)
-        elif not c.model.init_checkpoint and (state := self.manager.load()) is not None:
+        elif not c.model.init_checkpoint:
+            state = self.manager.load()
+            if state is None:
+                raise ConfigError(
+                    f"evaluate needs model.init_checkpoint or a checkpoint of run "
+                    f"{c.checkpoint.run!r} in the store"
+                )
             unwrap(model).load_state_dict(state["model"])
         evaluation = self._test(model, test, names) if test and self.mode != "pretrain" else {}
         rejected = len({r.source for r in self.rejections})
