@@ -22,10 +22,19 @@ from hashlib import sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pipelines.launcher import KubernetesLauncher, LocalLauncher, Placement, TrainingJobSpec
+from services.common.config import StoreSettings
+from services.common.errors import InvalidSource, ObjectNotFound
+from services.common.records import ClipRecord, Rejection
+from services.common.store import ClipStore
+from services.ingestion.sources import expand_source
+from services.trainer.recipes import RECIPES
+
+# Imported where used: curation loads the detectors and training loads torch, which the light
+# steps (planning, report, summary) and the IR compiler should not pay for.
 if TYPE_CHECKING:
     from kfp.dsl import Model
 
-    from services.common.store import ClipStore
     from services.ingestion.curate import CurateSummary
 
 __all__ = [
@@ -79,8 +88,6 @@ _SYNTHETIC = {"num_frames": 16, "size": 64, "seed": 0}
 
 def open_store(backend: str, root: str, endpoint: str, bucket: str) -> ClipStore:
     """The clip store a step uses; credentials come from the environment."""
-    from services.common.config import StoreSettings
-    from services.common.store import ClipStore
 
     given: dict[str, Any] = {"backend": backend, "endpoint": endpoint, "bucket": bucket}
     if root:
@@ -113,9 +120,6 @@ def split_sources(source: str, hashtags: str, shards: int, store: ClipStore) -> 
     Returns:
         The store keys of the shard manifests.
     """
-    from services.common.errors import InvalidSource
-    from services.common.store import ClipStore
-    from services.ingestion.sources import expand_source
 
     if shards < 1:
         raise ValueError(f"shards={shards} must be at least 1")
@@ -172,8 +176,6 @@ def curate_one_shard(
 
 def shard_counts(summary: CurateSummary) -> dict[str, Any]:
     """What a shard's curation did, stage by stage: videos that passed each stage."""
-    from services.common.records import Rejection
-
     failed = Counter(r.stage for r in summary.results if isinstance(r, Rejection))
     counts: dict[str, Any] = {
         "videos": summary.videos,
@@ -195,8 +197,6 @@ def merge_shards(dataset: str, shards: list[str], store: ClipStore) -> dict[str,
     Returns:
         Manifest name -> store URI, plus ``report.md``.
     """
-    from services.common.records import ClipRecord, Rejection
-    from services.common.store import ClipStore
     from services.ingestion.curate import _write_manifests
     from services.ingestion.report import write_report
 
@@ -213,8 +213,6 @@ def merge_shards(dataset: str, shards: list[str], store: ClipStore) -> dict[str,
 
 def report_markdown(store: ClipStore, dataset: str) -> str:
     """The dataset report with its plots inlined, so the KFP UI shows it without the store."""
-    from services.common.store import ClipStore
-
     text = store.get_text(ClipStore.manifest_key(dataset, "report.md"))
 
     def inline(match: re.Match[str]) -> str:
@@ -234,7 +232,6 @@ def job_name(*parts: str) -> str:
 
 
 def finetune_recipe(model_size: str, benchmark: str) -> str:
-    from services.trainer.recipes import RECIPES
 
     recipe = "tiny_finetune" if model_size == "tiny" else f"{benchmark}_finetune"
     if recipe not in RECIPES:
@@ -255,7 +252,6 @@ def benchmark_lists(benchmark: str, root: str, store: ClipStore, per_class: int)
     ``{root}/synthetic/``; any other benchmark must already be in the store as VideoMAE lists
     ``{root}/{benchmark}/{train,val,test}.csv`` (``path label`` lines) plus ``classInd.txt``.
     """
-    from services.common.errors import ObjectNotFound
 
     if benchmark == "synthetic":
         return _upload_synthetic(f"{root}/synthetic-{per_class}", store, per_class)
@@ -332,8 +328,6 @@ def train(
     Returns:
         The store URI of the run's final checkpoint.
     """
-    from pipelines.launcher import KubernetesLauncher, LocalLauncher, Placement, TrainingJobSpec
-    from services.common.errors import ObjectNotFound
     from services.trainer.checkpoint import CheckpointManager
 
     args = [mode, "--recipe", recipe, "--manifest", manifest, "--output", _run_folder(run)]
