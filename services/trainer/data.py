@@ -235,13 +235,16 @@ def view_windows(
 
 @contextlib.contextmanager
 def _local_video(path: str, store: ClipStore | None) -> Iterator[Path]:
-    if "://" in path and not (path.startswith("file://") and store is None):
-        if store is None:
-            raise ObjectNotFound(f"{path}: a store URI but no store configured")
+    """A local path for a plain path or a clip-store URI (``file://`` works without a store)."""
+    if "://" not in path:
+        yield Path(path)
+    elif store is not None:
         with store.open_local(store.key_from_uri(path)) as local:
             yield local
-    else:
+    elif path.startswith("file://"):
         yield Path(path.removeprefix("file://"))
+    else:
+        raise ObjectNotFound(f"{path}: a store URI but no store configured")
 
 
 @contextlib.contextmanager

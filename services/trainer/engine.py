@@ -181,17 +181,15 @@ def evaluate(
         probs.append(logits.float().softmax(-1).view(b, v, -1).mean(1).cpu().numpy())
         labels.append(label.numpy())
         indices.append(index.numpy())
-    local = (probs, labels, indices, rejections)
-    parts = all_gather_objects(local, info)
-    cat = lambda arrays: np.concatenate(arrays) if arrays else np.zeros((0,))  # noqa: E731
-    all_probs = [p for part in parts for p in part[0]]
+    parts = all_gather_objects((probs, labels, indices, rejections), info)
+    gathered = [[x for part in parts for x in part[k]] for k in range(4)]
     result = EvalResult(
-        probabilities=np.concatenate(all_probs) if all_probs else np.zeros((0, 0)),
-        labels=cat([x for part in parts for x in part[1]]).astype(int),
-        indices=cat([x for part in parts for x in part[2]]).astype(int),
-        rejections=[r for part in parts for r in part[3]],
+        probabilities=np.concatenate(gathered[0]) if gathered[0] else np.zeros((0, 0)),
+        labels=np.concatenate(gathered[1]).astype(int) if gathered[1] else np.zeros(0, int),
+        indices=np.concatenate(gathered[2]).astype(int) if gathered[2] else np.zeros(0, int),
+        rejections=gathered[3],
     )
-    # DistributedSampler pads with repeats so ranks get equal shares; keep one row per video.
+    # One row per video, in index order, whatever the ranks' shares were.
     _, first = np.unique(result.indices, return_index=True)
     result.probabilities, result.labels = result.probabilities[first], result.labels[first]
     result.indices = result.indices[first]
