@@ -14,7 +14,7 @@ from services.trainer.checkpoint import CheckpointManager, capture_rng, restore_
 from services.trainer.data import Batch
 from services.trainer.engine import NonFiniteLoss, classify_step_loss, train_one_epoch
 from services.trainer.optim import build_optimizer, cosine_lr, effective_lr
-from services.trainer.parallelize import DistInfo
+from services.trainer.parallelize import DistInfo, parallelize
 from services.trainer.recipes import RECIPES, apply_overrides, get_recipe
 from services.trainer.transforms import (
     MultiScaleCrop,
@@ -151,3 +151,19 @@ def test_recipes_resolve_and_overrides_are_checked() -> None:
     for bad in ("optim.nope=1", "optim.base_lr", "model.mask_ratio=1.5"):
         with pytest.raises(ValueError):
             apply_overrides(b, [bad])
+
+
+def test_activation_checkpointing_keeps_gradients() -> None:
+    torch.manual_seed(0)
+    plain = _tiny_classifier()
+    checkpointed = _tiny_classifier()
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed = parallelize(checkpointed, CPU, activation_checkpointing=True, compile=False)
+    assert checkpointed.grad_checkpointing
+    clips = torch.randn(2, 3, 4, 16, 16)
+    for model in (plain, checkpointed):
+        model(clips).sum().backward()
+    for (name, a), (_, b) in zip(
+        plain.named_parameters(), checkpointed.named_parameters(), strict=True
+    ):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
