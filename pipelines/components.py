@@ -127,6 +127,7 @@ def pretrain(
     gpus_per_node: int,
     num_nodes: int,
     timeout_s: float,
+    job_kind: str,
     store_backend: str,
     store_root: str,
     store_endpoint: str,
@@ -155,7 +156,9 @@ def pretrain(
         launcher,
         store,
         store_env(store_backend, store_root, store_endpoint, store_bucket),
-        Cluster(image, secret_name, gpu_node_selector, gpus_per_node, num_nodes, timeout_s),
+        Cluster(
+            image, secret_name, gpu_node_selector, gpus_per_node, num_nodes, timeout_s, job_kind
+        ),
     )
     keep_checkpoint(uri, store_backend, store, checkpoint)
     checkpoint.metadata.update(model_size=model_size, epochs=epochs)
@@ -178,6 +181,7 @@ def finetune(
     gpus_per_node: int,
     num_nodes: int,
     timeout_s: float,
+    job_kind: str,
     store_backend: str,
     store_root: str,
     store_endpoint: str,
@@ -215,7 +219,9 @@ def finetune(
         launcher,
         store,
         store_env(store_backend, store_root, store_endpoint, store_bucket),
-        Cluster(image, secret_name, gpu_node_selector, gpus_per_node, num_nodes, timeout_s),
+        Cluster(
+            image, secret_name, gpu_node_selector, gpus_per_node, num_nodes, timeout_s, job_kind
+        ),
     )
     keep_checkpoint(uri, store_backend, store, checkpoint)
     checkpoint.metadata.update(benchmark=benchmark, model_size=model_size, epochs=epochs)

@@ -62,6 +62,7 @@ def curate_and_train(
     gpus_per_node: int = 8,
     num_nodes: int = 1,
     job_timeout_s: float = 30 * 24 * 3600.0,
+    job_kind: str = "PyTorchJob",
     image: str = IMAGE,
     launcher: str = "kubernetes",
 ) -> NamedTuple("Outputs", report=Markdown, summary=Markdown):
@@ -80,6 +81,7 @@ def curate_and_train(
             ``finetune_overrides`` for fine-tuning and evaluation.
         benchmarks: ``synthetic`` or benchmarks stored under ``benchmark_root/{name}/``.
         gpu_node_selector: one node label selecting the A100 node pool.
+        job_kind: ``PyTorchJob`` (Training Operator v1) or ``TrainJob`` (Kubeflow Trainer v2).
         launcher: ``kubernetes`` (PyTorchJobs, gRPC services) or ``local`` (torchrun,
             in-process stages).
     """
@@ -97,6 +99,7 @@ def curate_and_train(
         gpus_per_node=gpus_per_node,
         num_nodes=num_nodes,
         timeout_s=job_timeout_s,
+        job_kind=job_kind,
     )
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 

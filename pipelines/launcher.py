@@ -401,7 +401,8 @@ class KubernetesLauncher:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
-                config.load_kube_config()
+                # read KUBECONFIG now: the client reads it once, when first imported
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
             api_client = client.ApiClient()
         self.renderer = renderer or PyTorchJobRenderer()
         self.namespace = namespace

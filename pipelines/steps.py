@@ -22,7 +22,14 @@ from hashlib import sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pipelines.launcher import KubernetesLauncher, LocalLauncher, Placement, TrainingJobSpec
+from pipelines.launcher import (
+    KubernetesLauncher,
+    LocalLauncher,
+    Placement,
+    PyTorchJobRenderer,
+    TrainingJobSpec,
+    TrainJobRenderer,
+)
 from services.common.config import StoreSettings
 from services.common.errors import InvalidSource, ObjectNotFound
 from services.common.records import ClipRecord, Rejection
@@ -299,6 +306,11 @@ class Cluster(NamedTuple):
     gpus_per_node: int
     num_nodes: int
     timeout_s: float
+    job_kind: str = "PyTorchJob"
+    """``PyTorchJob`` (Training Operator v1) or ``TrainJob`` (Kubeflow Trainer v2)."""
+
+
+_RENDERERS = {"PyTorchJob": PyTorchJobRenderer, "TrainJob": TrainJobRenderer}
 
 
 def train(
@@ -354,7 +366,13 @@ def train(
                 gpus_per_pod=cluster.gpus_per_node,
             ),
         )
-        KubernetesLauncher(namespace=_own_namespace(), timeout_s=cluster.timeout_s).run(spec)
+        if cluster.job_kind not in _RENDERERS:
+            raise ValueError(f"job_kind {cluster.job_kind!r} is not one of {sorted(_RENDERERS)}")
+        KubernetesLauncher(
+            _RENDERERS[cluster.job_kind](),
+            namespace=_own_namespace(),
+            timeout_s=cluster.timeout_s,
+        ).run(spec)
     else:
         raise ValueError(f"launcher {launcher!r} is not 'kubernetes' or 'local'")
     latest = CheckpointManager(store, run, interval=1, keep_latest_k=1).latest()

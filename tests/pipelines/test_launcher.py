@@ -135,10 +135,12 @@ class FakeKubeApi:
         self.vanish_after = vanish_after
         self.jobs: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, Any]] = []
         self.gets = 0
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Any:
         self.calls.append((method, path))
+        self.bodies.append((method, copy.deepcopy(body)))
         jobs = re.fullmatch(
             rf"/apis/kubeflow\.org/v1/namespaces/{NAMESPACE}/pytorchjobs(/.+)?",
             path,
@@ -303,3 +305,68 @@ def test_local_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     with pytest.raises(JobTimeout):
         launcher.run(spec, log_path=tmp_path / "train.log")
     assert time.monotonic() - started < 10
+
+
+def test_training_step_launches_a_valid_job_from_pipeline_inputs(
+    serve_kube: Any, local_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline's training step, end to end against the loopback API via a kubeconfig."""
+    from pipelines.steps import Cluster, train
+    from services.trainer.checkpoint import CheckpointManager
+
+    # succeeded at the first look: the step polls every 15 s
+    api = FakeKubeApi([[_condition("Running"), _condition("Succeeded")]], log="done")
+    host = serve_kube(api).configuration.host
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "loop", "cluster": {"server": host}}],
+                "users": [{"name": "me", "user": {"token": "t"}}],
+                "contexts": [{"name": "loop", "context": {"cluster": "loop", "user": "me"}}],
+                "current-context": "loop",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr("pipelines.steps._own_namespace", lambda: NAMESPACE)
+    # the job is simulated, so its checkpoint is put where the trainer would put it
+    saved = CheckpointManager(local_store, "pretrain-r1", 1, 1).save(7, {"model": {}})
+
+    uri = train(
+        "pretrain",
+        "tiny_pretrain",
+        "pretrain-r1",
+        "s3://hashtag2action/manifests/default/",
+        ["optim.epochs=2"],
+        "kubernetes",
+        local_store,
+        {"H2A_STORE_BACKEND": "s3", "H2A_STORE_BUCKET": "hashtag2action"},
+        Cluster("img:1", "creds", {"pool": "a100"}, 4, 2, 60.0, "PyTorchJob"),
+    )
+    assert uri == saved.uri
+    (job,) = (body for method, body in api.bodies if method == "POST")
+    validate_custom_resource(job, crd_dir() / PyTorchJobRenderer.crd_file)
+    master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    container = master["containers"][0]
+    assert container["image"] == "img:1"
+    assert container["command"][3:] == [
+        "pretrain",
+        "--recipe",
+        "tiny_pretrain",
+        "--manifest",
+        "s3://hashtag2action/manifests/default/",
+        "--output",
+        container["command"][9],
+        "--set",
+        "optim.epochs=2",
+    ]
+    assert container["command"][9].endswith("/pretrain-r1")
+    assert master["nodeSelector"] == {"pool": "a100"}
+    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    assert job["spec"]["nprocPerNode"] == "4"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["H2A_STORE_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "creds"
