@@ -104,6 +104,8 @@ def curate_and_train(
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
     plan = c.plan_shards(source=source, hashtags=hashtags, shards=shards, **store)
+    # the same source (an s3:// prefix, a folder) may hold new videos on the next run
+    plan.set_caching_options(False)
     with dsl.ParallelFor(plan.outputs["Output"], name="shard") as shard:
         curated = c.curate_shard(
             shard=shard,

@@ -51,6 +51,8 @@ def test_dag_reads_source_to_summary(ir: dict[str, Any]) -> None:
     assert _deps(tasks["pretrain"], root) == {"dataset-report"}
     assert _deps(tasks["benchmark"], root) == {"pretrain"}
     assert _deps(tasks["summarize"], root) == {"benchmark"}
+    assert tasks["plan-shards"]["cachingOptions"] == {}, "a source is listed afresh every run"
+    assert tasks["pretrain"]["cachingOptions"] == {"enableCache": True}
 
     components = ir["spec"]["components"]
     shard_dag = components[tasks["shard"]["componentRef"]["name"]]["dag"]
