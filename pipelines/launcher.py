@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -383,6 +383,8 @@ class KubernetesLauncher:
         timeout_s: total wait; the job is deleted when it runs past it.
         poll_s: seconds between status reads.
         log_tail_lines: lines of the master's log kept in results and errors.
+        log_sink: where the master's log is streamed while the job runs (this step's stderr,
+            which the KFP UI shows); None streams nothing.
     """
 
     def __init__(
@@ -394,6 +396,7 @@ class KubernetesLauncher:
         timeout_s: float = 48 * 3600,
         poll_s: float = 15.0,
         log_tail_lines: int = 50,
+        log_sink: Callable[[str], Any] | None = sys.stderr.write,
     ) -> None:
         from kubernetes import client, config
 
@@ -409,6 +412,7 @@ class KubernetesLauncher:
         self.timeout_s = timeout_s
         self.poll_s = poll_s
         self.log_tail_lines = log_tail_lines
+        self.log_sink = log_sink
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
 
@@ -419,8 +423,11 @@ class KubernetesLauncher:
             args.append(name)
         return getattr(self._custom, method)(*args, **kwargs)
 
-    def master_logs(self, name: str) -> str:
-        """The rank-0 pod's log, or "" when the pod is gone (TTL, clean-pod policy)."""
+    def master_logs(self, name: str, **options: Any) -> str:
+        """The rank-0 pod's log, or "" while it has none or once it is gone (TTL, clean-up).
+
+        ``options`` go to ``read_namespaced_pod_log`` (``timestamps``, ``since_seconds``).
+        """
         from kubernetes.client.exceptions import ApiException
 
         pods = self._core.list_namespaced_pod(
@@ -430,12 +437,29 @@ class KubernetesLauncher:
             return ""
         try:
             return self._core.read_namespaced_pod_log(
-                pods.items[0].metadata.name, self.namespace, container=None
+                pods.items[0].metadata.name, self.namespace, **options
             )
         except ApiException as error:
-            if error.status == 404:
+            # 404: the pod is gone; 400: its container has not started yet
+            if error.status in (400, 404):
                 return ""
             raise
+
+    def _stream_logs(self, name: str, last: str) -> str:
+        """Echo the master's log lines newer than timestamp ``last``; return the newest one.
+
+        Each poll asks for a window slightly longer than the poll interval, with timestamps
+        (RFC 3339, so they compare as strings), and echoes only lines after ``last``.
+        """
+        text = self.master_logs(
+            name, timestamps=True, since_seconds=int(self.poll_s) + 5, tail_lines=10_000
+        )
+        for line in text.splitlines():
+            stamp, _, message = line.partition(" ")
+            if stamp > last:
+                self.log_sink(message + "\n")
+                last = stamp
+        return last
 
     def delete(self, name: str) -> None:
         """Delete the job and, in the foreground, its pods; a job already gone is fine."""
@@ -474,6 +498,7 @@ class KubernetesLauncher:
     def _wait(self, name: str, started: float) -> tuple[str, str, str]:
         from kubernetes.client.exceptions import ApiException
 
+        last_log = ""
         while True:
             try:
                 job = self._job_call("get_namespaced_custom_object", name)
@@ -481,6 +506,8 @@ class KubernetesLauncher:
                 if error.status == 404:
                     raise JobDeleted(f"{name} was deleted while running") from error
                 raise
+            if self.log_sink is not None:
+                last_log = self._stream_logs(name, last_log)
             terminal = self.renderer.terminal_state(job)
             if terminal is not None:
                 return terminal

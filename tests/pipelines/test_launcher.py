@@ -168,7 +168,11 @@ class FakeKubeApi:
             pod = {"metadata": {"name": f"{name}-master-0", "namespace": NAMESPACE}}
             return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [pod]}
         if path.endswith("/log"):
-            return 200, self.log
+            if query.get("timestamps", [""])[0].lower() != "true":
+                return 200, self.log
+            # while running, two more lines appear with every status read
+            lines = self.log.splitlines()[: 2 * self.gets]
+            return 200, "".join(f"2026-01-01T00:00:{i:02d}.000Z {x}\n" for i, x in enumerate(lines))
         return 404, _status(404, "NotFound", path)
 
 
@@ -224,9 +228,15 @@ def serve_kube() -> Iterator[Any]:
         server.server_close()
 
 
-def _launcher(api_client: client.ApiClient, timeout_s: float = 5.0) -> KubernetesLauncher:
+def _launcher(
+    api_client: client.ApiClient, timeout_s: float = 5.0, log_sink: Any = None
+) -> KubernetesLauncher:
     return KubernetesLauncher(
-        namespace=NAMESPACE, api_client=api_client, timeout_s=timeout_s, poll_s=0.05
+        namespace=NAMESPACE,
+        api_client=api_client,
+        timeout_s=timeout_s,
+        poll_s=0.05,
+        log_sink=log_sink,
     )
 
 
@@ -238,6 +248,15 @@ def test_wait_until_succeeded(serve_kube: Any) -> None:
     assert api.gets == 3
     assert "pretrain-abc" in api.jobs, "a succeeded job is left to its TTL, not deleted"
     assert ("POST", f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs") in api.calls
+
+
+def test_master_log_streams_while_running(serve_kube: Any) -> None:
+    log = "".join(f"epoch {i}\n" for i in range(6))
+    running = [_condition("Running")]
+    api = FakeKubeApi([running, running, [_condition("Succeeded")]], log=log)
+    streamed: list[str] = []
+    _launcher(serve_kube(api), log_sink=streamed.append).run(_spec())
+    assert "".join(streamed) == log, "every line once, in order"
 
 
 def test_failed_job_raises_with_reason_and_log_tail(serve_kube: Any) -> None:
