@@ -115,6 +115,8 @@ def curate_and_train(
             workers=curate_workers,
             **store,
         )
+        # idempotent (content-addressed objects, merged manifests): a retry only redoes work
+        curated.set_retry(2, backoff_duration="60s")
     report = c.dataset_report(
         dataset=dataset, shards=dsl.Collected(curated.outputs["Output"]), **store
     )

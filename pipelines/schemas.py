@@ -80,6 +80,8 @@ def _close(schema: Any) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _load_crd(crd_path: Path) -> dict[str, Any]:
+    if not crd_path.is_file():
+        raise ConfigError(f"no CRD file {crd_path}; H2A_CRD_DIR names the folder of pinned CRDs")
     with crd_path.open() as handle:
         documents = [doc for doc in yaml.safe_load_all(handle) if doc]
     crds = [doc for doc in documents if doc.get("kind") == "CustomResourceDefinition"]

@@ -33,6 +33,7 @@ from pipelines.launcher import (
     TrainJobRenderer,
 )
 from pipelines.schemas import InvalidResource, crd_dir, validate_custom_resource
+from services.common.errors import ConfigError
 
 NAMESPACE = "research"
 
@@ -389,3 +390,17 @@ def test_training_step_launches_a_valid_job_from_pipeline_inputs(
     assert job["spec"]["nprocPerNode"] == "4"
     env = {e["name"]: e for e in container["env"]}
     assert env["H2A_STORE_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "creds"
+
+
+def test_wrong_kind_or_version_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    job = PyTorchJobRenderer().render(_spec(), NAMESPACE)
+    with pytest.raises(InvalidResource, match="is not 'TrainJob'"):
+        validate_custom_resource(job, crd_dir() / TrainJobRenderer.crd_file)
+    with pytest.raises(InvalidResource, match="version 'v2'"):
+        validate_custom_resource(
+            {**job, "apiVersion": "kubeflow.org/v2"}, crd_dir() / PyTorchJobRenderer.crd_file
+        )
+    monkeypatch.setenv("H2A_CRD_DIR", "/elsewhere/crds")
+    assert crd_dir() == Path("/elsewhere/crds")
+    with pytest.raises(ConfigError, match="H2A_CRD_DIR"):
+        validate_custom_resource(job, crd_dir() / PyTorchJobRenderer.crd_file)

@@ -57,6 +57,7 @@ def test_dag_reads_source_to_summary(ir: dict[str, Any]) -> None:
     components = ir["spec"]["components"]
     shard_dag = components[tasks["shard"]["componentRef"]["name"]]["dag"]
     assert set(_tasks(shard_dag)) == {"curate-shard"}
+    assert _tasks(shard_dag)["curate-shard"]["retryPolicy"]["maxRetryCount"] == 2
     bench_dag = components[tasks["benchmark"]["componentRef"]["name"]]["dag"]
     bench = _tasks(bench_dag)
     assert set(bench) == {"finetune", "evaluate"}
