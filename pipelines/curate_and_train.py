@@ -20,10 +20,17 @@ from kfp.dsl import Markdown
 from pipelines import components as c
 from pipelines.steps import IMAGE, STAGE_SERVICES
 
-__all__ = ["PIPELINE_NAME", "compile_pipeline", "curate_and_train"]
+__all__ = ["PIPELINE_NAME", "PipelineOutputs", "compile_pipeline", "curate_and_train"]
 
 PIPELINE_NAME = "hashtag2action-curate-and-train"
 _SECRET_ENV = {"accesskey": "H2A_STORE_ACCESS_KEY", "secretkey": "H2A_STORE_SECRET_KEY"}
+
+
+class PipelineOutputs(NamedTuple):
+    """What a run hands back: the dataset report and the benchmark summary."""
+
+    report: Markdown
+    summary: Markdown
 
 
 def _with_store_secret(task: dsl.PipelineTask, secret_name: str) -> dsl.PipelineTask:
@@ -65,7 +72,7 @@ def curate_and_train(
     job_kind: str = "PyTorchJob",
     image: str = IMAGE,
     launcher: str = "kubernetes",
-) -> NamedTuple("Outputs", report=Markdown, summary=Markdown):
+) -> PipelineOutputs:
     """Curate hashtag videos into action clips, pre-train VideoMAE V2, fine-tune and evaluate.
 
     Args:
@@ -157,9 +164,7 @@ def curate_and_train(
 
     for task in (plan, curated, report, pretrained, tuned, evaluated):
         _with_store_secret(task, secret_name)
-    return NamedTuple("Outputs", report=Markdown, summary=Markdown)(
-        report.outputs["report"], summary.outputs["summary"]
-    )
+    return PipelineOutputs(report.outputs["report"], summary.outputs["summary"])
 
 
 def compile_pipeline(package_path: Path) -> Path:
