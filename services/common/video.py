@@ -125,10 +125,66 @@ def read_frames(path: Path, indices: Sequence[int]) -> np.ndarray:
         raise UnreadableVideo(f"{Path(path).name}: decord failed ({error})") from error
 
 
+def _keyframe_before(
+    container: av.container.InputContainer, stream: av.VideoStream, frame_index: int
+) -> tuple[int, dict[int, int]] | None:
+    """The pts of the last keyframe at or before display index ``frame_index``, and every
+    packet's display index by pts; None when timestamps cannot index the frames.
+
+    Display order is pts order, so a frame's index is the rank of its pts: exact for B-frames
+    and variable frame rates, where pts arithmetic would drift. Demuxing reads no pixels.
+    """
+    stamps, keyframes = [], []
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        if packet.pts is None:
+            return None
+        stamps.append(packet.pts)
+        if packet.is_keyframe:
+            keyframes.append(packet.pts)
+    rank = {pts: index for index, pts in enumerate(sorted(stamps))}
+    if len(rank) != len(stamps):
+        return None  # duplicate timestamps: only counting by decoding is safe
+    before = [pts for pts in keyframes if rank[pts] <= frame_index]
+    return (max(before, key=rank.__getitem__), rank) if before else None
+
+
 def iter_frames(
     path: Path, start_frame: int = 0, end_frame: int | None = None
 ) -> Iterator[av.VideoFrame]:
-    """Decoded PyAV frames ``[start_frame, end_frame)`` in display order, counted by decoding."""
+    """Decoded PyAV frames ``[start_frame, end_frame)`` in display order.
+
+    A later start seeks to the keyframe before it instead of decoding from the first frame
+    (clips near the end of long sources); indices are those of a decode from the start.
+    """
+    with _open(Path(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        seek = _keyframe_before(container, stream, start_frame) if start_frame > 0 else None
+        container.seek(seek[0] if seek else 0, stream=stream, backward=True)
+        try:
+            for count, frame in enumerate(container.decode(stream)):
+                if seek is None:
+                    index = count
+                elif frame.pts in seek[1]:
+                    index = seek[1][frame.pts]
+                else:
+                    # A frame the index does not know: its position is only known by decoding.
+                    yield from _iter_frames_counted(path, start_frame, end_frame)
+                    return
+                if end_frame is not None and index >= end_frame:
+                    break
+                if index >= start_frame:
+                    yield frame
+        except av.error.FFmpegError as error:
+            raise UnreadableVideo(f"{Path(path).name}: decoding failed ({error})") from error
+
+
+def _iter_frames_counted(
+    path: Path, start_frame: int = 0, end_frame: int | None = None
+) -> Iterator[av.VideoFrame]:
+    """Like ``iter_frames``, always decoding from the first frame and counting."""
     with _open(Path(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"

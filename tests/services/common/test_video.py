@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services.common.errors import UnreadableVideo
-from services.common.video import iter_arrays, probe, read_frames, write_clip
+from services.common.video import iter_arrays, iter_frames, probe, read_frames, write_clip
 
 
 def test_probe_measures_bikes(bikes: Path):
@@ -42,3 +43,18 @@ def test_iter_arrays_scales_every_frame(bikes: Path):
     frames = list(iter_arrays(bikes, 128, 54))
     assert len(frames) == 250
     assert frames[0].shape == (54, 128, 3) and frames[0].dtype.name == "uint8"
+
+
+@pytest.mark.parametrize(("start", "end"), [(76, 137), (100, 132), (249, 250), (0, 30)])
+def test_iter_frames_seeks_to_the_same_frames_as_a_full_decode(
+    bikes: Path, start: int, end: int
+) -> None:
+    # bikes has keyframes at its cuts (0, 30, 76, 137, 187, 242): later starts seek to them.
+    seeking = [frame.to_ndarray(format="rgb24") for frame in iter_frames(bikes, start, end)]
+    counting = [
+        frame.to_ndarray(format="rgb24")
+        for index, frame in enumerate(iter_frames(bikes))
+        if start <= index < end
+    ]
+    assert len(seeking) == end - start
+    assert all(np.array_equal(a, b) for a, b in zip(seeking, counting, strict=True))
