@@ -151,6 +151,13 @@ _PARAM = click.option(
 @click.option("--run-name", default=None, help="Default: the pipeline name and a timestamp.")
 @click.option("--package", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A compiled IR YAML (default: compile now).")  # fmt: skip
+@click.option(
+    "--service-account",
+    default="hashtag2action-pipeline-runner",
+    show_default=True,
+    help="Kubernetes identity of the step pods; the training steps need the chart's Role "
+    "(create, watch and delete PyTorchJobs, read pod logs). Empty: the KFP default.",
+)
 @click.option("--wait/--no-wait", default=False, help="Wait for the run to finish.")
 @click.option("--timeout-s", default=24 * 3600, show_default=True, help="With --wait.")
 @_PARAM
@@ -160,6 +167,7 @@ def submit(
     experiment: str,
     run_name: str | None,
     package: Path | None,
+    service_account: str,
     wait: bool,
     timeout_s: int,
     params: tuple[str, ...],
@@ -175,6 +183,7 @@ def submit(
         run_name=run_name,
         experiment_name=experiment,
         namespace=namespace,
+        service_account=service_account or None,
     )
     click.echo(f"run {result.run_id} created in experiment {experiment!r}")
     if wait:

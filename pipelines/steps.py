@@ -204,7 +204,7 @@ def merge_shards(dataset: str, shards: list[str], store: ClipStore) -> dict[str,
     Returns:
         Manifest name -> store URI, plus ``report.md``.
     """
-    from services.ingestion.curate import _write_manifests
+    from services.ingestion.curate import write_manifests
     from services.ingestion.report import write_report
 
     results: list[ClipRecord | Rejection] = []
@@ -214,7 +214,7 @@ def merge_shards(dataset: str, shards: list[str], store: ClipStore) -> dict[str,
         for name in ("review.jsonl", "rejections.jsonl"):
             for line in store.get_lines(ClipStore.manifest_key(shard, name)):
                 results.append(Rejection.from_json(line))
-    manifests, _ = _write_manifests(store, dataset, results)
+    manifests, _ = write_manifests(store, dataset, results)
     return {**manifests, "report.md": write_report(store, dataset).uri}
 
 

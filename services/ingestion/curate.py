@@ -51,6 +51,7 @@ __all__ = [
     "curate",
     "curate_one",
     "export_dataset",
+    "write_manifests",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ def _merged(existing: list[str], new: Iterable[str], key: Callable[[str], object
     return merged
 
 
-def _write_manifests(
+def write_manifests(
     store: ClipStore, dataset: str, results: Iterable[ClipRecord | Rejection]
 ) -> tuple[dict[str, str], int]:
     """Merge this run's results into the dataset manifests; return their URIs and new clips."""
@@ -316,7 +317,7 @@ def curate(
                 disable=not progress,
             )
         )
-    manifests, added = _write_manifests(store, dataset, results)
+    manifests, added = write_manifests(store, dataset, results)
     report = write_report(store, dataset)
     rejections = [r for r in results if isinstance(r, Rejection)]
     summary = CurateSummary(

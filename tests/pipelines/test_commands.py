@@ -137,6 +137,7 @@ def test_submit_creates_a_run_with_parameters(kfp_api: tuple[str, FakeKfp]) -> N
     assert "run r1 created" in result.output
     (run,) = api.runs
     assert run["experiment_id"] == "e1"
+    assert run["service_account"] == "hashtag2action-pipeline-runner", "the Role's identity"
     assert run["runtime_config"]["parameters"] == {
         "source": "s3://hashtag2action/incoming/",
         "benchmarks": ["ucf101"],
