@@ -73,9 +73,11 @@ class Transport(Protocol):
     def get_file(self, key: str, dest: Path) -> str | None:
         """Copy the object to ``dest``; return its recorded sha256 (None if not recorded)."""
         ...
+
     def stat(self, key: str) -> tuple[int, str | None] | None:
         """``(size, sha256)`` of an object, or None when it does not exist."""
         ...
+
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str) -> Iterator[str]: ...
     def uri(self, key: str) -> str: ...
@@ -420,7 +422,7 @@ class ClipStore:
         prefix = self.transport.uri("x")[:-1]
         if not uri.startswith(prefix):
             raise InvalidKey(f"{uri!r} is not an object of this store ({prefix}…)")
-        return _validate_key(uri[len(prefix):])
+        return _validate_key(uri[len(prefix) :])
 
     def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         return self.transport.presigned_url(_validate_key(key), expires)
@@ -431,4 +433,3 @@ class ClipStore:
         if parsed.scheme == "file":
             return str(Path(parsed.path).parent)
         return f"s3://{parsed.netloc}"
-
