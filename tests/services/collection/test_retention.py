@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from services.cli import main
 from services.collection.retention import provenance, purge_older_than, purge_source
+from services.common.config import StoreSettings
 from services.common.records import ClipRecord, Rejection
 from services.common.store import ClipStore, file_sha256
 
@@ -52,9 +53,18 @@ def _source(store: ClipStore, video: Path, tag: str, created: str, clips: int) -
     return {"id": source_id, "location": location, "records": records, "tag": tag}
 
 
+@pytest.fixture(params=["local", "s3"])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSettings:
+    """Retention runs on the embedded folder and on MinIO/S3 (moto on loopback) alike."""
+    if request.param == "local":
+        return StoreSettings(backend="local", root=tmp_path / "store")
+    return request.getfixturevalue("s3_settings")
+
+
 @pytest.fixture()
-def populated(local_store: ClipStore, carphone: Path) -> tuple[ClipStore, list[dict]]:
+def populated(store_settings: StoreSettings, carphone: Path) -> tuple[ClipStore, list[dict]]:
     """Three sources in two datasets, with review and rejection lines, as the engine writes."""
+    local_store = ClipStore.from_settings(store_settings)
     sources = [
         _source(local_store, carphone, "piano", OLD, 2),
         _source(local_store, carphone, "tango", NEW, 1),
@@ -153,9 +163,11 @@ def test_provenance_by_source_and_clip(populated):
     assert provenance(store, clip_key=clip.key) == found
 
 
-def test_store_commands(populated, monkeypatch):
+def test_store_commands(populated, store_settings, monkeypatch):
     store, (piano, tango, _) = populated
-    monkeypatch.setenv("H2A_STORE_ROOT", store.describe())
+    for name, value in store_settings.model_dump(exclude_none=True).items():
+        secret = getattr(value, "get_secret_value", None)
+        monkeypatch.setenv(f"H2A_STORE_{name.upper()}", str(secret() if secret else value))
     monkeypatch.setenv("COLUMNS", "400")
     runner = CliRunner()
     shown = runner.invoke(main, ["store", "show", "--source", tango["id"]])

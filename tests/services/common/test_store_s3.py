@@ -18,8 +18,6 @@ from services.common.store import ClipStore
 from services.ingestion.curate import CurateSettings, LocalStages, curate
 from services.ingestion.sources import IngestSettings, expand_source
 
-from .conftest import SECRET
-
 
 def test_multipart_upload_round_trip_and_presigned_url(s3_settings: StoreSettings, tmp_path):
     store = ClipStore.from_settings(s3_settings)
@@ -55,17 +53,18 @@ def test_object_not_matching_its_sha256_is_refused(s3_settings: StoreSettings):
 
 
 def test_secrets_never_reach_repr_or_logs(s3_settings: StoreSettings, caplog):
-    assert SECRET not in repr(s3_settings)
-    assert SECRET not in s3_settings.model_dump_json()
+    secret = s3_settings.secret_key.get_secret_value()
+    assert secret not in repr(s3_settings)
+    assert secret not in s3_settings.model_dump_json()
     formatter = JsonFormatter("test")
     with caplog.at_level(logging.DEBUG):
         store = ClipStore.from_settings(s3_settings)
         store.put_bytes("state/x.json", b"{}")
         logging.getLogger("test").info("settings %s", s3_settings)
-        logging.getLogger("test").info("secret_key=%s", SECRET)
+        logging.getLogger("test").info("secret_key=%s", secret)
     text = "\n".join(formatter.format(record) for record in caplog.records)
-    assert SECRET not in text
-    assert SECRET not in store.describe()
+    assert secret not in text
+    assert secret not in store.describe()
 
 
 def test_curate_into_s3_and_read_clips_back_verified(
@@ -74,7 +73,7 @@ def test_curate_into_s3_and_read_clips_back_verified(
     """The MinIO path end to end: sources listed from s3://, clips stored, read back, verified."""
     monkeypatch.setenv("H2A_STORE_ENDPOINT", s3_settings.endpoint)
     monkeypatch.setenv("H2A_STORE_ACCESS_KEY", "h2a-access")
-    monkeypatch.setenv("H2A_STORE_SECRET_KEY", SECRET)
+    monkeypatch.setenv("H2A_STORE_SECRET_KEY", s3_settings.secret_key.get_secret_value())
     monkeypatch.setenv("H2A_STORE_REGION", "us-east-1")
     store = ClipStore.from_settings(s3_settings)
     store.put_file("incoming/talking/carphone.mp4", carphone)
