@@ -11,10 +11,10 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # Before pyplot: services and CI have no display.
-import matplotlib.pyplot as plt
+# Figures without pyplot: no global state (reports are written from worker threads and servers)
+# and no display backend needed.
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from services.common.records import ClipRecord, ObjectRef, Rejection
 from services.common.store import ClipStore
@@ -41,19 +41,20 @@ def _bin(value: float, bins: tuple[tuple[str, float, float], ...]) -> str:
     return next(label for label, low, high in bins if low <= value < high)
 
 
-def _save(figure: plt.Figure, path: Path) -> None:
+def _save(figure: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _bars(counts: dict[str, int], title: str, xlabel: str, path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(max(4.0, 0.5 * len(counts) + 2), 3.5))
+    figure = Figure(figsize=(max(4.0, 0.5 * len(counts) + 2), 3.5))
+    axis = figure.subplots()
     axis.bar(list(counts), list(counts.values()), color="#4c72b0")
     axis.set_title(title)
     axis.set_xlabel(xlabel)
     axis.set_ylabel("count")
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     axis.tick_params(axis="x", labelrotation=45 if len(counts) > 6 else 0)
     _save(figure, path)
 
@@ -88,7 +89,8 @@ def build_report(
         "hashtag",
         folder / "plots" / "clips_per_hashtag.png",
     )
-    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    figure = Figure(figsize=(4.5, 4.5))
+    axis = figure.subplots()
     if ranges:
         axis.pie(list(ranges.values()), labels=list(ranges), autopct="%1.0f%%")
     axis.set_title("hashtags per clip-count range")
