@@ -8,12 +8,18 @@ uses); ``upload`` registers the compiled pipeline, or a new version of it (the H
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
+import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -57,6 +63,44 @@ def _compiled(package: Path | None) -> Path:
     return compile_pipeline(target)
 
 
+class _ProgressTee(io.TextIOBase):
+    """kfp's local runner prints every line of every executor: keep them all in a log file and
+    show people only the task and pipeline transitions."""
+
+    _PROGRESS = re.compile(r"Executing task|Task .* finished with status|Pipeline .* finished")
+
+    def __init__(self, log: TextIO, terminal: TextIO) -> None:
+        self.log, self.terminal, self._partial = log, terminal, ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            if self._PROGRESS.search(line):
+                self.terminal.write(line.strip() + "\n")
+                self.terminal.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+@contextlib.contextmanager
+def _quiet_kfp(log_path: Path) -> Any:
+    """Send kfp's output to ``log_path``; on failure, show its tail and where the rest is."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    terminal = sys.stdout
+    with open(log_path, "w") as log:
+        try:
+            with contextlib.redirect_stdout(_ProgressTee(log, terminal)):
+                yield
+        except BaseException:
+            log.flush()
+            tail = log_path.read_text().splitlines()[-60:]
+            terminal.write("\n".join(tail) + f"\n(full log: {log_path})\n")
+            raise
+
+
 @dataclass(frozen=True)
 class LocalRun:
     """Where a local run left its outputs."""
@@ -69,15 +113,19 @@ class LocalRun:
     """The dataset's report.md in the embedded store, beside its plots/ and manifests."""
     summary: Path
     elapsed_s: float
+    log: Path | None
+    """Every executor's output (None when it went to the terminal)."""
 
 
-def run_local(arguments: dict[str, Any], pipeline_root: Path) -> LocalRun:
+def run_local(arguments: dict[str, Any], pipeline_root: Path, verbose: bool = False) -> LocalRun:
     """Run the pipeline with kfp's ``SubprocessRunner`` in this machine's Python.
 
     Args:
         arguments: pipeline parameters; ``launcher`` defaults to ``local`` and the store to the
             embedded default folder.
         pipeline_root: where kfp writes each run's artifacts.
+        verbose: print every executor's output instead of logging it to
+            ``{pipeline_root}/logs/`` and showing only task progress.
 
     Returns:
         The run folder and the report and summary artifacts.
@@ -103,8 +151,15 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path) -> LocalRun:
         pipeline_root=str(pipeline_root),
         raise_on_error=True,
     )
-    task = curate_and_train(**arguments)
-    (folder,) = set(pipeline_root.iterdir()) - before
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    log = None if verbose else pipeline_root / "logs" / f"run-local-{stamp}.log"
+    with contextlib.nullcontext() if log is None else _quiet_kfp(log), warnings.catch_warnings():
+        # Locally this Python is our image: kfp's notices about custom base images and the
+        # evaluate step's accelerator (honoured in the cluster only) say nothing to act on.
+        warnings.filterwarnings("ignore", "You may be attemping to run a task", RuntimeWarning)
+        warnings.filterwarnings("ignore", r"Task '.*': settings \['accelerator'\]", UserWarning)
+        task = curate_and_train(**arguments)
+    (folder,) = {path for path in set(pipeline_root.iterdir()) - before if path.name != "logs"}
     return LocalRun(
         folder=folder,
         report=Path(task.outputs["report"].path),
@@ -112,6 +167,7 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path) -> LocalRun:
         / ClipStore.manifest_key(arguments.get("dataset", "default"), "report.md"),
         summary=Path(task.outputs["summary"].path),
         elapsed_s=time.monotonic() - started,
+        log=log,
     )
 
 
@@ -228,15 +284,20 @@ def upload(host: str, name: str, package: Path | None) -> None:
 @click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".h2a/pipeline"), show_default=True,
               help="Where kfp keeps each run's artifacts.")  # fmt: skip
+@click.option("--verbose", is_flag=True, help="Print every step's output (default: a log file).")
 @_PARAM
 def run_local_command(
-    source: str, store_root: Path | None, pipeline_root: Path, params: tuple[str, ...]
+    source: str,
+    store_root: Path | None,
+    pipeline_root: Path,
+    verbose: bool,
+    params: tuple[str, ...],
 ) -> None:
     """Run the whole pipeline on this machine (kfp SubprocessRunner, torchrun on CPU)."""
     arguments = {"source": source, **_parse_params(params)}
     if store_root is not None:
         arguments["store_root"] = str(store_root.resolve())
-    _print_run(run_local(arguments, pipeline_root))
+    _print_run(run_local(arguments, pipeline_root, verbose))
 
 
 def _print_run(run: LocalRun) -> None:
@@ -245,6 +306,8 @@ def _print_run(run: LocalRun) -> None:
     click.echo(f"  dataset report: {run.store_report}")
     click.echo(f"  dataset report artifact: {run.report}")
     click.echo(f"  benchmark summary: {run.summary}")
+    if run.log is not None:
+        click.echo(f"  every step's output: {run.log}")
     click.echo("")
     click.echo(run.summary.read_text())
 
@@ -254,7 +317,8 @@ def _print_run(run: LocalRun) -> None:
               default=None, help="Embedded store folder (default: .h2a/store).")  # fmt: skip
 @click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".h2a/pipeline"), show_default=True)  # fmt: skip
-def demo(store_root: Path | None, pipeline_root: Path) -> None:
+@click.option("--verbose", is_flag=True, help="Print every step's output (default: a log file).")
+def demo(store_root: Path | None, pipeline_root: Path, verbose: bool) -> None:
     """The pipeline on the sample videos with a tiny model and a synthetic benchmark."""
     from services.common.samples import SAMPLE_HASHTAGS, sample_videos
 
@@ -270,4 +334,4 @@ def demo(store_root: Path | None, pipeline_root: Path) -> None:
     arguments = {"source": str(source), **DEMO_ARGUMENTS}
     if store_root is not None:
         arguments["store_root"] = str(store_root.resolve())
-    _print_run(run_local(arguments, pipeline_root))
+    _print_run(run_local(arguments, pipeline_root, verbose))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipelines.commands import pipeline
+from pipelines.commands import _quiet_kfp, pipeline
 from pipelines.curate_and_train import PIPELINE_NAME
 
 
@@ -151,3 +151,15 @@ def test_submit_creates_a_run_with_parameters(kfp_api: tuple[str, FakeKfp]) -> N
 def test_bad_param_is_a_usage_error() -> None:
     result = CliRunner().invoke(pipeline, ["submit", "--host", "x", "--param", "oops"])
     assert result.exit_code == 2 and "key=value" in result.output
+
+
+def test_a_failed_local_run_shows_its_log_tail(tmp_path: Path, capsys) -> None:
+    log = tmp_path / "logs" / "run.log"
+    with pytest.raises(RuntimeError, match="inner task failed"), _quiet_kfp(log):
+        print("Executing task 'curate-shard'")
+        print("Traceback: ValueError: the real cause")
+        raise RuntimeError("inner task failed")
+    shown = capsys.readouterr().out
+    assert "Executing task 'curate-shard'" in shown
+    assert "the real cause" in shown and f"(full log: {log})" in shown
+    assert "the real cause" in log.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,23 @@ def local_run(tmp_path_factory: pytest.TempPathFactory, carphone: Path) -> dict[
         args += ["--param", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     result = CliRunner().invoke(pipeline, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    (run,) = (folder / "root").iterdir()
-    return {"output": result.output, "run": run, "store": folder / "store"}
+    (run,) = (path for path in (folder / "root").iterdir() if path.name != "logs")
+    (log,) = (folder / "root" / "logs").iterdir()
+    return {"output": result.output, "run": run, "store": folder / "store", "log": log}
 
 
 def test_run_prints_where_the_results_are(local_run: dict[str, Any]) -> None:
-    assert "dataset report artifact:" in local_run["output"]
-    assert "| synthetic |" in local_run["output"]
+    output = local_run["output"]
+    assert "dataset report artifact:" in output
+    assert "| synthetic |" in output
+    assert f"every step's output: {local_run['log']}" in output
+
+
+def test_run_shows_task_progress_and_logs_the_rest(local_run: dict[str, Any]) -> None:
+    output, log = local_run["output"], local_run["log"].read_text()
+    for task in ("plan-shards", "curate-shard", "dataset-report", "pretrain", "summarize"):
+        assert re.search(f"Task .*{task}.* finished with status", output), task
+    assert "KFP Executor" in log and "KFP Executor" not in output, "executor chatter is logged"
 
 
 def test_manifest_and_report_artifacts(local_run: dict[str, Any]) -> None:
