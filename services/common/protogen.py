@@ -19,6 +19,7 @@ from pathlib import Path
 from grpc_tools import protoc
 
 from services.common.errors import ConfigError
+from services.common.logs import configure_logging
 
 __all__ = ["GENERATED_ROOT", "PACKAGE", "PROTO_ROOT", "generate", "main", "stale_stubs"]
 
@@ -85,7 +86,7 @@ def stale_stubs(generated_root: Path = GENERATED_ROOT, proto_root: Path = PROTO_
 
 def main() -> None:
     """Regenerate ``generated/hashtag2action`` from ``protos/``."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging("protogen", json_lines=False)
     target = GENERATED_ROOT / PACKAGE
     # Start clean so a deleted .proto does not leave its stubs behind.
     shutil.rmtree(target, ignore_errors=True)
