@@ -30,7 +30,7 @@ from services.common.store import ClipStore
 from services.common.video import iter_frames, read_frames
 from services.ingestion.curate import CurateSettings, LocalStages
 from services.ingestion.sources import SourceItem
-from services.persons.detect import PersonSettings, load_model, sample_indices
+from services.persons.detect import SCORE_FLOOR, PersonSettings, load_model, sample_indices
 
 STAGES = ("ingest", "scenes", "persons", "clip")
 
@@ -51,7 +51,7 @@ def _detector(path: Path, indices: tuple[int, ...], settings: PersonSettings) ->
     return _cpu(
         lambda: model.predict(
             batch,
-            conf=settings.confidence,
+            conf=min(SCORE_FLOOR, settings.confidence),
             imgsz=settings.imgsz,
             device=settings.device,
             verbose=False,

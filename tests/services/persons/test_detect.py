@@ -35,7 +35,7 @@ def test_people_on_bikes_pass(bikes: Path):
     assert result.frame_indices == sample_indices(Segment(76, 137, 25.0), 10)
     assert result.passed and result.positive_frames >= 5
     assert result.positive_frames == sum(score >= 0.5 for score in result.scores)
-    assert all(score == 0.0 or score >= 0.5 for score in result.scores)
+    assert all(score == 0.0 or score >= detect.SCORE_FLOOR for score in result.scores)
 
 
 def test_cartoon_rabbit_is_mostly_not_a_person(bigbuckbunny: Path):
@@ -44,6 +44,9 @@ def test_cartoon_rabbit_is_mostly_not_a_person(bigbuckbunny: Path):
     loose = detect_persons(bigbuckbunny, Segment(0, 132, 25.0), PersonSettings(confidence=0.1))
     assert not strict.passed and strict.positive_frames < 5
     assert loose.positive_frames > strict.positive_frames
+    # Near misses stay visible to a reviewer: the same scores, counted against each threshold.
+    assert strict.scores == loose.scores
+    assert any(0.1 <= score < 0.5 for score in strict.scores)
 
 
 def test_weights_resolution(local_store: ClipStore, tmp_path: Path):
