@@ -28,6 +28,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from services.common.errors import ConfigError
+from services.common.logs import RankFilter
 from services.common.records import Rejection
 from services.common.store import ClipStore
 from services.trainer import videomae
@@ -86,17 +87,6 @@ class RunResult:
     """Unreadable videos skipped (each reported in rejections.jsonl)."""
     evaluation: dict[str, Any] = field(default_factory=dict)
     """top1, top5, mean_class_accuracy, videos, and the files' local paths and store URIs."""
-
-
-class _RankFilter(logging.Filter):
-    """Only rank 0 logs below WARNING: one copy of each message, not one per process."""
-
-    def __init__(self, rank: int) -> None:
-        super().__init__()
-        self.rank = rank
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.rank == 0 or record.levelno >= logging.WARNING
 
 
 def _manifest_fields(mode: str, manifest: str, store: ClipStore) -> list[str]:
@@ -236,7 +226,7 @@ def run(mode: str, config: TrainConfig, store: ClipStore | None = None) -> RunRe
     info = init_distributed(config.runtime.device)
     if info.rank:
         for handler in logging.getLogger().handlers:
-            handler.addFilter(_RankFilter(info.rank))
+            handler.addFilter(RankFilter(info.rank))
     store = store or ClipStore.from_settings()
     output = Path(config.runtime.output)
     output.mkdir(parents=True, exist_ok=True)
