@@ -12,18 +12,16 @@ import hashlib
 import importlib.util
 import logging
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 from urllib.parse import urlparse
 
-from services.common.errors import ConfigError, DownloadFailed, SourceTooLarge
+from services.common.errors import ConfigError, DownloadFailed
+from services.ingestion.sources import IngestSettings, download
 
 __all__ = ["Downloader", "HttpDownloader", "YtDlpDownloader", "select_downloader"]
 
 _logger = logging.getLogger(__name__)
-_CHUNK = 1 << 20
 
 
 class Downloader(Protocol):
@@ -35,37 +33,25 @@ class Downloader(Protocol):
 
 
 class HttpDownloader:
-    """GET the URL as it is; the file is named by a hash of the URL, so a re-run reuses it."""
+    """GET the URL with the ingestion downloader (size and time limits, every redirect hop
+    checked against private addresses); files are named by a hash of the URL, so a re-run
+    reuses them."""
 
     name = "http"
 
-    def __init__(self, timeout_s: float = 60.0, max_bytes: int = 512 * 1024 * 1024) -> None:
-        self.timeout_s = timeout_s
-        self.max_bytes = max_bytes
+    def __init__(self, settings: IngestSettings | None = None) -> None:
+        self.settings = settings or IngestSettings()
 
     def fetch(self, url: str, dest_dir: Path) -> Path:
-        if urlparse(url).scheme not in ("http", "https"):
-            raise DownloadFailed(f"not an http(s) URL: {url!r}")
-        suffix = PurePosixPath(urlparse(url).path).suffix.lower() or ".mp4"
+        suffix = PurePosixPath(urlparse(url).path).suffix.lower()[:9] or ".mp4"
         dest = Path(dest_dir) / f"{hashlib.sha256(url.encode()).hexdigest()[:24]}{suffix}"
         if dest.is_file():
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_suffix(dest.suffix + ".part")
         try:
-            with (
-                urllib.request.urlopen(url, timeout=self.timeout_s) as response,
-                open(partial, "wb") as handle,
-            ):
-                copied = 0
-                while block := response.read(_CHUNK):
-                    copied += len(block)
-                    if copied > self.max_bytes:
-                        raise SourceTooLarge(f"{url} is larger than {self.max_bytes} bytes")
-                    handle.write(block)
+            download(url, partial, self.settings)
             os.replace(partial, dest)
-        except (urllib.error.URLError, OSError) as error:
-            raise DownloadFailed(f"GET {url} failed: {error}") from error
         finally:
             partial.unlink(missing_ok=True)
         return dest

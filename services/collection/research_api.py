@@ -44,7 +44,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.collection.downloader import Downloader
 from services.collection.planning import HashtagPlan, PlannedTag
-from services.common.errors import ConfigError, DownloadFailed, H2AError, QuotaExceeded
+from services.common.errors import (
+    ConfigError,
+    DownloadFailed,
+    H2AError,
+    InvalidSource,
+    QuotaExceeded,
+    SourceNotFound,
+    SourceTooLarge,
+)
 from services.common.records import utc_now
 from services.common.store import ClipStore
 
@@ -450,7 +458,7 @@ def _collect_tag(
                         "page_url": url,
                         "url": str(downloader.fetch(url, download_dir)),
                     }
-                except DownloadFailed:
+                except (DownloadFailed, InvalidSource, SourceNotFound, SourceTooLarge):
                     reason = "download_failed"
             if reason is not None:
                 skipped[reason] += 1

@@ -43,7 +43,14 @@ from services.common.records import ObjectRef
 from services.common.store import ClipStore, S3Transport, file_sha256
 from services.common.video import VideoInfo, probe
 
-__all__ = ["IngestSettings", "IngestedVideo", "SourceItem", "expand_source", "ingest"]
+__all__ = [
+    "IngestSettings",
+    "IngestedVideo",
+    "SourceItem",
+    "download",
+    "expand_source",
+    "ingest",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -254,7 +261,16 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirect)
 
 
-def _download(url: str, dest: Path, settings: IngestSettings) -> None:
+def download(url: str, dest: Path, settings: IngestSettings) -> None:
+    """GET ``url`` into ``dest`` within the size and time limits, following redirects by hand so
+    that no hop reaches a private or loopback address (unless the settings allow it).
+
+    Raises:
+        InvalidSource: not http(s), or a hop to a non-public address.
+        SourceNotFound: HTTP 404/410.
+        SourceTooLarge: over ``max_bytes``.
+        DownloadFailed: any other HTTP error, a refused connection, the time limit.
+    """
     deadline = time.monotonic() + settings.timeout_s
     for hop in range(_MAX_REDIRECTS + 1):
         _check_host(url, settings, first_hop=hop == 0)
@@ -317,7 +333,7 @@ def _fetched(item: SourceItem, settings: IngestSettings) -> Iterator[Path]:
         suffix = PurePosixPath(unquote(urlparse(item.location).path)).suffix[:9]
         local = Path(folder) / f"source{suffix}"
         if scheme in {"http", "https"}:
-            _download(item.location, local, settings)
+            download(item.location, local, settings)
         elif scheme == "s3":
             parsed = urlparse(item.location)
             store = _s3_store(parsed.netloc)

@@ -18,7 +18,7 @@ from services.collection.downloader import HttpDownloader, YtDlpDownloader, sele
 from services.collection.planning import HashtagPlan, PlannedTag
 from services.collection.research_api import ResearchClient, collect
 from services.collection.retention import purge_source
-from services.common.errors import ConfigError, DownloadFailed
+from services.common.errors import ConfigError, InvalidSource, SourceNotFound
 from services.ingestion.curate import LocalStages, curate
 from services.ingestion.sources import IngestSettings, expand_source, ingest
 
@@ -55,14 +55,16 @@ def media_server(carphone: Path) -> Any:
 
 def test_http_download_and_reuse(media_server, carphone, tmp_path):
     base, hits = media_server
-    downloader = HttpDownloader(timeout_s=5)
+    downloader = HttpDownloader(IngestSettings(timeout_s=5, allow_private_networks=True))
     first = downloader.fetch(f"{base}/a/1.mp4", tmp_path)
     assert first.read_bytes() == carphone.read_bytes()
     assert downloader.fetch(f"{base}/a/1.mp4", tmp_path) == first and len(hits) == 1
-    with pytest.raises(DownloadFailed, match="404"):
+    with pytest.raises(SourceNotFound, match="404"):
         downloader.fetch(f"{base}/gone/2.mp4", tmp_path)
-    with pytest.raises(DownloadFailed):
+    with pytest.raises(InvalidSource):
         downloader.fetch("ftp://example.com/x.mp4", tmp_path)
+    with pytest.raises(InvalidSource, match="non-public"):  # the default refuses loopback
+        HttpDownloader().fetch(f"{base}/a/3.mp4", tmp_path)
     assert not list(tmp_path.glob("*.part"))
 
 
@@ -90,7 +92,13 @@ def test_collect_download_ingest_purge(
     )
     out = tmp_path / "m.jsonl"
     summary = collect(
-        plan, ResearchClient(settings), local_store, out, "dl", HttpDownloader(), tmp_path / "media"
+        plan,
+        ResearchClient(settings),
+        local_store,
+        out,
+        "dl",
+        HttpDownloader(IngestSettings(allow_private_networks=True)),
+        tmp_path / "media",
     )
     assert summary.kept == {"piano": 3}
     items = expand_source(str(out))
