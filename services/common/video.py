@@ -150,6 +150,22 @@ def _keyframe_before(
     return (max(before, key=rank.__getitem__), rank) if before else None
 
 
+def _indexed_frames(
+    container: av.container.InputContainer, stream: av.VideoStream, rank: dict[int, int] | None
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``(display index, frame)`` from the container's position: by pts rank after a seek,
+    else by counting from the first frame."""
+    if rank is not None:
+        for frame in container.decode(stream):
+            if frame.pts not in rank:
+                break  # a frame the index does not know: only counting can place it
+            yield rank[frame.pts], frame
+        else:
+            return
+        container.seek(0, stream=stream)
+    yield from enumerate(container.decode(stream))
+
+
 def iter_frames(
     path: Path, start_frame: int = 0, end_frame: int | None = None
 ) -> Iterator[av.VideoFrame]:
@@ -163,36 +179,13 @@ def iter_frames(
         stream.thread_type = "AUTO"
         seek = _keyframe_before(container, stream, start_frame) if start_frame > 0 else None
         container.seek(seek[0] if seek else 0, stream=stream, backward=True)
+        wanted = start_frame  # the next index to yield: skips frames before it and repeats
         try:
-            for count, frame in enumerate(container.decode(stream)):
-                if seek is None:
-                    index = count
-                elif frame.pts in seek[1]:
-                    index = seek[1][frame.pts]
-                else:
-                    # A frame the index does not know: its position is only known by decoding.
-                    yield from _iter_frames_counted(path, start_frame, end_frame)
-                    return
+            for index, frame in _indexed_frames(container, stream, seek[1] if seek else None):
                 if end_frame is not None and index >= end_frame:
                     break
-                if index >= start_frame:
-                    yield frame
-        except av.error.FFmpegError as error:
-            raise UnreadableVideo(f"{Path(path).name}: decoding failed ({error})") from error
-
-
-def _iter_frames_counted(
-    path: Path, start_frame: int = 0, end_frame: int | None = None
-) -> Iterator[av.VideoFrame]:
-    """Like ``iter_frames``, always decoding from the first frame and counting."""
-    with _open(Path(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                if end_frame is not None and index >= end_frame:
-                    break
-                if index >= start_frame:
+                if index >= wanted:
+                    wanted = index + 1
                     yield frame
         except av.error.FFmpegError as error:
             raise UnreadableVideo(f"{Path(path).name}: decoding failed ({error})") from error

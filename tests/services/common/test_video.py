@@ -58,3 +58,21 @@ def test_iter_frames_seeks_to_the_same_frames_as_a_full_decode(
     ]
     assert len(seeking) == end - start
     assert all(np.array_equal(a, b) for a, b in zip(seeking, counting, strict=True))
+
+
+def test_iter_frames_falls_back_to_counting_without_repeating_frames(bikes: Path, monkeypatch):
+    """A frame whose pts the index lacks (odd timestamps) sends the decode back to counting from
+    the start; frames already yielded are not yielded again."""
+    from services.common import video
+
+    located = video._keyframe_before
+
+    def partial_index(container, stream, frame_index):  # knows frames up to 90 only
+        pts, rank = located(container, stream, frame_index)
+        return pts, {p: i for p, i in rank.items() if i <= 90}
+
+    expected = [f.to_ndarray(format="rgb24") for f in iter_frames(bikes, 76, 137)]
+    monkeypatch.setattr(video, "_keyframe_before", partial_index)
+    got = [f.to_ndarray(format="rgb24") for f in iter_frames(bikes, 76, 137)]
+    assert len(got) == 61
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
