@@ -169,13 +169,12 @@ def detect_persons(
             device=settings.device,
             verbose=False,
         )
-    scores = tuple(
-        round(float(result.boxes.conf.max()), 4) if len(result.boxes) else 0.0 for result in results
-    )
-    positive = sum(score >= settings.confidence for score in scores)
+    best = [float(result.boxes.conf.max()) if len(result.boxes) else 0.0 for result in results]
+    # Counted before rounding: a 0.49996 must not pass a 0.5 threshold as a recorded 0.5.
+    positive = sum(score >= settings.confidence for score in best)
     return PersonResult(
         frame_indices=indices,
-        scores=scores,
+        scores=tuple(round(score, 4) for score in best),
         positive_frames=positive,
         passed=positive >= settings.min_person_frames,
     )
