@@ -5,7 +5,10 @@ A source is a local file or folder, an http(s) URL, an ``s3://bucket/prefix`` or
 ``view_count``, ``allows_download``, ``description``). ``expand_source`` only lists items;
 ``ingest`` fetches one item, probes it, applies the metadata filters and stores the raw video
 under its sha256 with a metadata JSON. Every failure is a typed ``H2AError`` so a batch can turn
-it into a rejection record and go on.
+it into a rejection record and go on: a manifest row that names no usable item (not JSON, not
+UTF-8, a bad hashtag, ...) is still listed, as ``{manifest}:{line}`` with its ``problem``, and
+``ingest`` rejects exactly that row. Error details show long or odd inputs cut short and
+repr-escaped, so a 20 KB field never becomes a 20 KB rejection record.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import http.client
 import ipaddress
 import json
 import logging
+import os
+import re
 import socket
 import tempfile
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urljoin, urlparse
+from urllib.parse import ParseResult, unquote, urljoin, urlparse
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +64,13 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
 _MANIFEST_SUFFIXES = frozenset({".jsonl", ".csv"})
 _MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
+_MAX_HASHTAG = 100
+# PATH_MAX on Linux; far longer than any real URL too.
+_MAX_LOCATION = 4096
+_SHOWN = 40
+_LOCATION_SHOWN = 200
+# What ``surrogateescape`` turns bytes that are not UTF-8 into; strict decoding never yields them.
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 class IngestSettings(BaseSettings):
@@ -90,6 +103,8 @@ class SourceItem:
     location: str
     hashtag: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""
+    """Why the manifest row this stands for names no usable item; ``ingest`` rejects it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +121,66 @@ class IngestedVideo:
 # --- listing ------------------------------------------------------------------------------
 
 
+def _short(text: str, limit: int = _SHOWN) -> str:
+    """``text`` for an error detail: repr-escaped, so a newline shows as ``\\n``, and cut to about
+    ``limit`` characters, so a 20 KB input never becomes a 20 KB detail."""
+    escaped = repr(text[: limit + 1])
+    if len(escaped) <= limit + 2:
+        return escaped
+    return f"{escaped[: limit + 1]}... ({len(text)} characters)"
+
+
+def _where(location: str) -> str:
+    return _short(location, _LOCATION_SHOWN)
+
+
+def _os_reason(error: OSError) -> str:
+    # Not str(error): it repeats the file name, which may be the 5,000-character problem itself.
+    return error.strerror or type(error).__name__
+
+
+def _unprintable(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) in {"Cc", "Cs"}
+
+
+def _parse(location: str) -> ParseResult:
+    """``location`` parsed as a URL; raises InvalidSource for one that cannot be a source."""
+    if not location:
+        raise InvalidSource("no location (a manifest row without url?)")
+    if len(location) > _MAX_LOCATION:
+        raise InvalidSource(
+            f"location of {len(location)} characters, over {_MAX_LOCATION}: {_where(location)}"
+        )
+    if any(unicodedata.category(char) in {"Cc", "Cs"} for char in location):
+        raise InvalidSource(f"control character in location {_where(location)}")
+    try:
+        return urlparse(location)
+    except ValueError as error:  # an unclosed "[" of an IPv6 host, say
+        raise InvalidSource(f"not a valid URL ({error}): {_where(location)}") from None
+
+
 def _scheme(location: str) -> str:
-    parsed = urlparse(location)
+    parsed = _parse(location)
     # A one-letter scheme is a Windows drive, not a URL.
     return parsed.scheme.lower() if len(parsed.scheme) > 1 else ""
+
+
+def _label(hashtag: str) -> str:
+    """The label a hashtag names: surrounding whitespace and one leading ``#`` removed."""
+    hashtag = hashtag.strip()
+    return hashtag[1:] if hashtag.startswith("#") else hashtag
+
+
+def _check_label(label: str) -> None:
+    # A label becomes a class name and a path part: one short word, never a path.
+    if not label:
+        raise InvalidSource("no hashtag")
+    if len(label) > _MAX_HASHTAG:
+        raise InvalidSource(f"hashtag {_short(label)} is longer than {_MAX_HASHTAG} characters")
+    if any(_unprintable(char) for char in label):
+        raise InvalidSource(f"hashtag {_short(label)} contains whitespace or a control character")
+    if label in {".", ".."} or any(char in label for char in "/\\"):
+        raise InvalidSource(f"hashtag {_short(label)} is a path")
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -126,37 +197,112 @@ def _coerce(key: str, value: Any) -> Any:
     return text
 
 
-def _manifest_rows(path: Path) -> Iterator[dict[str, Any]]:
-    if path.suffix.lower() == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InvalidSource(f"{path.name}:{number}: not JSON ({error.msg})") from None
-                if not isinstance(row, dict):
-                    raise InvalidSource(f"{path.name}:{number}: a line must be a JSON object")
-                yield row
-    else:
-        with open(path, encoding="utf-8", newline="") as handle:
-            yield from csv.DictReader(handle)
+def _jsonl_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if _UNDECODED.search(line):
+            yield number, "not UTF-8"
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield number, f"not JSON ({error.msg})"
+            continue
+        except RecursionError:
+            # The parser recurses once per nesting level: "[[[[..." is a bad row, not a crash.
+            yield number, "JSON nested too deeply"
+            continue
+        yield number, row if isinstance(row, dict) else "a line must be a JSON object"
+
+
+def _csv_rows(lines: Iterator[str], path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    while True:
+        # A quoted field can span lines: the row is numbered by the line it starts on.
+        number = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # a field over the size limit, a stray carriage return
+            yield number, f"not CSV ({error})"
+            continue
+        if not fields:
+            continue
+        if any(_UNDECODED.search(value) for value in fields):
+            if header is None:
+                raise InvalidSource(f"the header of {_where(str(path))} is not UTF-8")
+            yield number, "not UTF-8"
+        elif header is None:
+            header = [name.strip() for name in fields]
+        elif len(fields) > len(header):
+            yield number, f"{len(fields)} fields, the header names {len(header)}"
+        else:
+            # A short row leaves its last columns out, as csv.DictReader does.
+            yield number, dict(zip(header, fields, strict=False))
+
+
+def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """Each row with its line number, or what is wrong with it instead of the row.
+
+    utf-8-sig drops the BOM spreadsheet programs write, which would otherwise rename the first
+    column; bytes that are not UTF-8 come through as surrogate escapes and make their row bad.
+    """
+    jsonl = path.suffix.lower() == ".jsonl"
+    # JSON Lines are separated by "\n" alone; CSV takes any line ending, as csv wants.
+    with open(
+        path, encoding="utf-8-sig", errors="surrogateescape", newline="\n" if jsonl else ""
+    ) as handle:
+        yield from _jsonl_rows(handle) if jsonl else _csv_rows(handle, path)
+
+
+def _row_item(row: dict[str, Any], manifest: Path) -> SourceItem:
+    location = row.get("url") or row.get("location") or ""
+    hashtag = row.get("hashtag") or ""
+    if not isinstance(location, str) or not isinstance(hashtag, str):
+        raise InvalidSource("url and hashtag must be strings")
+    location = location.strip()
+    if location and not _scheme(location) and not Path(location).is_absolute():
+        # Relative paths are relative to the manifest, as people write them.
+        location = str(manifest.parent / location)
+    _parse(location)
+    label = _label(hashtag)
+    _check_label(label)
+    metadata = {
+        key: _coerce(key, value)
+        for key, value in row.items()
+        if key not in {"url", "location", "hashtag"} and value not in (None, "")
+    }
+    return SourceItem(location, label, metadata)
 
 
 def _from_manifest(path: Path) -> list[SourceItem]:
     items = []
-    for row in _manifest_rows(path):
-        location = str(row.get("url") or row.get("location") or "").strip()
-        if location and not _scheme(location) and not Path(location).is_absolute():
-            # Relative paths are relative to the manifest, as people write them.
-            location = str(path.parent / location)
-        metadata = {
-            key: _coerce(key, value)
-            for key, value in row.items()
-            if key not in {"url", "location", "hashtag"} and value not in (None, "")
-        }
-        items.append(SourceItem(location, str(row.get("hashtag") or "").strip(), metadata))
+    for number, row in _manifest_rows(path):
+        try:
+            if isinstance(row, str):
+                raise InvalidSource(row)
+            items.append(_row_item(row, path))
+        except InvalidSource as error:
+            # The row's own fields stay out: they are what is wrong, and may be huge.
+            problem = f"{path.name}:{number}: {error.detail}"
+            items.append(SourceItem(f"{path}:{number}", "", {}, problem=problem))
+    return items
+
+
+def _from_folder(folder: Path, hashtag: str | None) -> list[SourceItem]:
+    items = []
+    for found in sorted(folder.rglob("*")):
+        if found.suffix.lower() not in VIDEO_SUFFIXES:
+            continue
+        try:
+            if not found.is_file():
+                continue
+        except OSError:
+            pass  # still an item: ingest records why this one cannot be read
+        items.append(SourceItem(str(found), hashtag or _label(found.parent.name), {}))
     return items
 
 
@@ -165,7 +311,9 @@ def _from_s3(source: str, hashtag: str | None) -> list[SourceItem]:
     store = _s3_store(parsed.netloc)
     prefix = parsed.path.lstrip("/")
     return [
-        SourceItem(f"s3://{parsed.netloc}/{key}", hashtag or PurePosixPath(key).parent.name, {})
+        SourceItem(
+            f"s3://{parsed.netloc}/{key}", hashtag or _label(PurePosixPath(key).parent.name), {}
+        )
         for key in store.list(prefix)
         if PurePosixPath(key).suffix.lower() in VIDEO_SUFFIXES
     ]
@@ -181,32 +329,37 @@ def expand_source(source: str, hashtag: str | None = None) -> list[SourceItem]:
 
     Returns:
         The items in a stable order. Validation of each item waits for ``ingest`` so one bad
-        row becomes one rejection, not a failed batch.
+        row becomes one rejection, not a failed batch: a manifest row that names no item is
+        listed as ``{manifest}:{line}`` with its ``problem``.
 
     Raises:
         SourceNotFound: a local source that does not exist.
-        InvalidSource: an unsupported scheme or an unreadable manifest.
+        InvalidSource: an unsupported scheme, an unreadable manifest (or one whose header is not
+            UTF-8), a path the system refuses to look at, or an invalid ``hashtag``.
     """
     scheme = _scheme(source)
+    if hashtag:
+        hashtag = _label(hashtag)
+        _check_label(hashtag)
     if scheme in {"http", "https"}:
         return [SourceItem(source, hashtag or "unlabelled", {})]
     if scheme == "s3":
         return _from_s3(source, hashtag)
     if scheme not in {"", "file"}:
-        raise InvalidSource(f"unsupported source scheme {scheme!r} in {source}")
+        raise InvalidSource(f"unsupported source scheme {_short(scheme)} in {_where(source)}")
     path = Path(unquote(urlparse(source).path) if scheme == "file" else source)
-    if path.suffix.lower() in _MANIFEST_SUFFIXES and path.is_file():
-        return _from_manifest(path)
-    if path.is_dir():
-        return [
-            SourceItem(str(found), hashtag or found.parent.name, {})
-            for found in sorted(path.rglob("*"))
-            if found.is_file() and found.suffix.lower() in VIDEO_SUFFIXES
-        ]
-    if not path.exists() and not path.suffix:
-        raise SourceNotFound(f"source {source} does not exist")
+    try:
+        if path.suffix.lower() in _MANIFEST_SUFFIXES and path.is_file():
+            return _from_manifest(path)
+        if path.is_dir():
+            return _from_folder(path, hashtag)
+        exists = path.exists()
+    except OSError as error:  # a name too long, a folder we may not enter
+        raise InvalidSource(f"cannot read source {_where(source)}: {_os_reason(error)}") from None
+    if not exists and not path.suffix:
+        raise SourceNotFound(f"source {_where(source)} does not exist")
     # A missing file with a name stays an item: ingest rejects it like any unreadable one.
-    return [SourceItem(str(path), hashtag or path.parent.name, {})]
+    return [SourceItem(str(path), hashtag or _label(path.parent.name), {})]
 
 
 # --- fetching -----------------------------------------------------------------------------
@@ -220,36 +373,48 @@ def _s3_store(bucket: str) -> ClipStore:
     return ClipStore(S3Transport(settings))
 
 
-def _check_item(item: SourceItem) -> None:
-    if not item.location:
-        raise InvalidSource("a source item has no location (a manifest row without url?)")
-    parsed = urlparse(item.location)
+def _check_item(item: SourceItem) -> SourceItem:
+    """The item with its hashtag normalised; raises InvalidSource for one that is not usable."""
+    if item.problem:
+        raise InvalidSource(item.problem)
+    parsed = _parse(item.location)
     path = parsed.path if _scheme(item.location) else item.location
     if ".." in PurePosixPath(path.replace("\\", "/")).parts:
-        raise InvalidSource(f"path traversal in source {item.location!r}")
-    tag = item.hashtag
-    if not tag or len(tag) > 100 or any(c in tag for c in "/\\\0") or tag in {".", ".."}:
-        raise InvalidSource(f"invalid hashtag {tag!r} for {item.location}")
+        raise InvalidSource(f"path traversal in source {_where(item.location)}")
+    label = _label(item.hashtag)
+    try:
+        _check_label(label)
+    except InvalidSource as error:
+        raise InvalidSource(f"{error.detail}, for {_where(item.location)}") from None
+    return item if label == item.hashtag else dataclasses.replace(item, hashtag=label)
 
 
 def _check_host(url: str, settings: IngestSettings, first_hop: bool) -> None:
-    parsed = urlparse(url)
+    parsed = _parse(url)
     if parsed.scheme not in {"http", "https"}:
-        raise InvalidSource(f"refusing a non-http(s) URL: {url}")
+        raise InvalidSource(f"refusing a non-http(s) URL: {_where(url)}")
     host = parsed.hostname
     if not host:
-        raise InvalidSource(f"URL has no host: {url}")
+        raise InvalidSource(f"URL has no host: {_where(url)}")
+    try:
+        port = parsed.port
+    except ValueError as error:  # not a number, or over 65535
+        raise InvalidSource(f"{error}: {_where(url)}") from None
     if settings.allow_private_networks or (first_hop and host in settings.allowed_hosts):
         return
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, parsed.port or 443)}
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port or 443)}
+    except UnicodeError:  # IDNA refuses the name: a label over 63 characters, say
+        raise InvalidSource(f"invalid host name {_short(host)}") from None
     except socket.gaierror as error:
-        raise DownloadFailed(f"cannot resolve {host}: {error}") from None
+        raise DownloadFailed(f"cannot resolve {_short(host)}: {error}") from None
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
         if not ip.is_global or ip.is_multicast:
             hop = "URL" if first_hop else "redirect"
-            raise InvalidSource(f"{hop} to a non-public address refused: {host} -> {ip}", url=url)
+            raise InvalidSource(
+                f"{hop} to a non-public address refused: {_short(host)} -> {ip}", url=url
+            )
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -276,7 +441,7 @@ def download(url: str, dest: Path, settings: IngestSettings) -> None:
         _check_host(url, settings, first_hop=hop == 0)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise DownloadFailed(f"download exceeded {settings.timeout_s} s: {url}")
+            raise DownloadFailed(f"download exceeded {settings.timeout_s} s: {_where(url)}")
         request = urllib.request.Request(url, headers={"User-Agent": "hashtag2action"})
         try:
             response = _opener.open(request, timeout=remaining)
@@ -287,33 +452,39 @@ def download(url: str, dest: Path, settings: IngestSettings) -> None:
                 continue
             error.close()
             if error.code in {404, 410}:
-                raise SourceNotFound(f"HTTP {error.code} for {url}", status=error.code) from None
-            raise DownloadFailed(f"HTTP {error.code} for {url}", status=error.code) from None
+                raise SourceNotFound(
+                    f"HTTP {error.code} for {_where(url)}", status=error.code
+                ) from None
+            raise DownloadFailed(
+                f"HTTP {error.code} for {_where(url)}", status=error.code
+            ) from None
+        except UnicodeError:  # IDNA refuses the name (only reached with private networks allowed)
+            raise InvalidSource(f"invalid host name in {_where(url)}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", error)
-            raise DownloadFailed(f"cannot fetch {url}: {reason}") from None
+            raise DownloadFailed(f"cannot fetch {_where(url)}: {reason}") from None
         with response:
             _stream(response, dest, settings, deadline, url)
         return
-    raise DownloadFailed(f"more than {_MAX_REDIRECTS} redirects from {url}")
+    raise DownloadFailed(f"more than {_MAX_REDIRECTS} redirects from {_where(url)}")
 
 
 def _stream(response: Any, dest: Path, settings: IngestSettings, deadline: float, url: str) -> None:
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > settings.max_bytes:
-        raise SourceTooLarge(f"{url} declares {declared} bytes, limit {settings.max_bytes}")
+        raise SourceTooLarge(f"{_where(url)} declares {declared} bytes, limit {settings.max_bytes}")
     received = 0
     try:
         with open(dest, "wb") as handle:
             while block := response.read(_CHUNK):
                 received += len(block)
                 if received > settings.max_bytes:
-                    raise SourceTooLarge(f"{url} exceeds {settings.max_bytes} bytes")
+                    raise SourceTooLarge(f"{_where(url)} exceeds {settings.max_bytes} bytes")
                 if time.monotonic() > deadline:
-                    raise DownloadFailed(f"download exceeded {settings.timeout_s} s: {url}")
+                    raise DownloadFailed(f"download exceeded {settings.timeout_s} s: {_where(url)}")
                 handle.write(block)
     except (OSError, http.client.HTTPException) as error:
-        raise DownloadFailed(f"download of {url} broke off: {error}") from None
+        raise DownloadFailed(f"download of {_where(url)} broke off: {error}") from None
 
 
 @contextmanager
@@ -322,10 +493,16 @@ def _fetched(item: SourceItem, settings: IngestSettings) -> Iterator[Path]:
     scheme = _scheme(item.location)
     if scheme in {"", "file"}:
         path = Path(unquote(urlparse(item.location).path) if scheme == "file" else item.location)
-        if not path.is_file():
-            raise SourceNotFound(f"no such file: {path}")
-        if path.stat().st_size > settings.max_bytes:
-            raise SourceTooLarge(f"{path.name} exceeds {settings.max_bytes} bytes")
+        try:
+            if not path.is_file():
+                raise SourceNotFound(f"no such file: {_where(str(path))}")
+            # Opened once here so that a file we may not read is rejected as such, typed.
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+        except OSError as error:  # a name too long, a folder or file we may not read
+            raise InvalidSource(f"cannot read {_where(str(path))}: {_os_reason(error)}") from None
+        if size > settings.max_bytes:
+            raise SourceTooLarge(f"{_where(path.name)} exceeds {settings.max_bytes} bytes")
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="h2a-ingest-") as folder:
@@ -340,12 +517,14 @@ def _fetched(item: SourceItem, settings: IngestSettings) -> Iterator[Path]:
             key = parsed.path.lstrip("/")
             found = store.stat(key)
             if found is None:
-                raise SourceNotFound(f"no object {item.location}")
+                raise SourceNotFound(f"no object {_where(item.location)}")
             if found.size > settings.max_bytes:
-                raise SourceTooLarge(f"{item.location} exceeds {settings.max_bytes} bytes")
+                raise SourceTooLarge(f"{_where(item.location)} exceeds {settings.max_bytes} bytes")
             store.download(key, local)
         else:
-            raise InvalidSource(f"unsupported source scheme {scheme!r} in {item.location}")
+            raise InvalidSource(
+                f"unsupported source scheme {_short(scheme)} in {_where(item.location)}"
+            )
         yield local
 
 
@@ -353,7 +532,7 @@ def _fetched(item: SourceItem, settings: IngestSettings) -> Iterator[Path]:
 
 
 def _filter(info: VideoInfo, item: SourceItem, settings: IngestSettings) -> None:
-    name = PurePosixPath(item.location).name
+    name = _where(PurePosixPath(item.location).name)
     if not settings.min_duration_s <= info.duration_s <= settings.max_duration_s:
         raise FilteredOut(
             f"{name}: duration {info.duration_s:.2f} s outside "
@@ -385,11 +564,13 @@ def ingest(item: SourceItem, store: ClipStore, settings: IngestSettings) -> Inge
         twice (two hashtags, two runs) is one source.
 
     Raises:
+        InvalidSource: the item's ``problem`` (a bad manifest row), an unusable location or
+            hashtag.
         InvalidSource, SourceNotFound, DownloadFailed, SourceTooLarge: fetching failed.
         UnreadableVideo, NoVideoStream: not a decodable video.
         FilteredOut: a metadata filter rejected it.
     """
-    _check_item(item)
+    item = _check_item(item)
     with _fetched(item, settings) as local:
         sha256 = file_sha256(local)
         info = probe(local)

@@ -69,8 +69,9 @@ def test_unusable_sources_fail_typed(local_store: ClipStore, tmp_path: Path):
     with pytest.raises(InvalidSource, match="no location"):
         ingest(row, local_store, IngestSettings())
     (tmp_path / "broken.jsonl").write_text("{not json\n")
-    with pytest.raises(InvalidSource):
-        expand_source(str(tmp_path / "broken.jsonl"))
+    (broken,) = expand_source(str(tmp_path / "broken.jsonl"))
+    with pytest.raises(InvalidSource, match=r"broken\.jsonl:1: not JSON"):
+        ingest(broken, local_store, IngestSettings())
 
 
 def test_ingest_stores_raw_video_and_metadata(local_store: ClipStore, carphone: Path):
