@@ -51,13 +51,13 @@ class InvalidResource(ConfigError):
 def crd_dir() -> Path:
     """The folder holding the pinned CRD files.
 
-    ``H2A_CRD_DIR`` overrides it; the default is ``../shared/crds`` relative to the repository
-    root, where the pinned copies live beside the checkout.
+    ``H2A_CRD_DIR`` overrides it; the default is the repository's ``manifests/crds``, where the
+    upstream CRDs are vendored (its README names their source and version).
     """
     override = os.environ.get("H2A_CRD_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "crds"
+    return Path(__file__).resolve().parents[1] / "manifests" / "crds"
 
 
 def _close(schema: Any) -> Any:

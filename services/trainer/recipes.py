@@ -1,10 +1,10 @@
 """Training configuration: typed sections and the recipes of the papers, as Python functions.
 
 A recipe is a function returning a ``TrainConfig``; a variant derives from a base in a few lines
-with ``dataclasses.replace``. Each recipe cites the table or section of the spec it reproduces
-(``/work/shared/specs/videomae-v2.md``, VideoMAE V2 paper sections 4-6, seed paper 002). The
-command line can change any field with ``--set section.field=value`` (see ``apply_overrides``);
-the resolved config is saved as JSON beside the checkpoints.
+with ``dataclasses.replace``. Each recipe cites the table or section it reproduces of the
+VideoMAE V2 paper (Wang et al., CVPR 2023, sections 4-6) and its reference implementation
+OpenGVLab/VideoMAEv2. The command line can change any field with ``--set section.field=value``
+(see ``apply_overrides``); the resolved config is saved as JSON beside the checkpoints.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Official code and weights: https://github.com/OpenGVLab/VideoMAEv2 (V1:
 https://github.com/MCG-NJU/VideoMAE). State-dict keys equal the reference's exactly, so official
 checkpoints load strictly and ours load into the reference; the transformer blocks are timm's
 BEiT blocks, which already carry the reference parameter names (``qkv`` without bias plus
-``q_bias``/``v_bias``). The facts this file implements are collected in
-``/work/shared/specs/videomae-v2.md``.
+``q_bias``/``v_bias``). The facts this file implements come from the VideoMAE V2 paper (Wang et
+al., CVPR 2023) and its reference implementation OpenGVLab/VideoMAEv2.
 
 Differences from the reference, on purpose: the sinusoid table is a non-persistent buffer instead
 of a tensor re-moved on every forward; builders live in a private registry dict, never timm's

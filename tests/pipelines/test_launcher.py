@@ -392,6 +392,15 @@ def test_training_step_launches_a_valid_job_from_pipeline_inputs(
     assert env["H2A_STORE_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "creds"
 
 
+def test_crds_are_vendored_in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The checkout stands alone: nothing beside it is needed to validate what we render.
+    monkeypatch.delenv("H2A_CRD_DIR", raising=False)
+    vendored = Path(__file__).resolve().parents[2] / "manifests" / "crds"
+    assert crd_dir() == vendored
+    for crd_file in (PyTorchJobRenderer.crd_file, TrainJobRenderer.crd_file):
+        assert (vendored / crd_file).is_file()
+
+
 def test_wrong_kind_or_version_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     job = PyTorchJobRenderer().render(_spec(), NAMESPACE)
     with pytest.raises(InvalidResource, match="is not 'TrainJob'"):
