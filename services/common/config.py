@@ -51,6 +51,11 @@ class StoreSettings(BaseSettings):
     multipart_mb: int = Field(default=16, ge=5, le=5120)
     """Part size of multipart uploads (S3 minimum is 5 MiB)."""
     create_bucket: bool = True
+    timeout_s: float = Field(default=10.0, gt=0)
+    """S3 backend: connect and read timeout of one request, in seconds."""
+    retries: int = Field(default=2, ge=0, le=10)
+    """S3 backend: retries of a failed request (refused connection, timeout, 5xx) with a short
+    backoff; an unreachable endpoint fails after about ``(retries + 1) * timeout_s``."""
 
     @field_validator("bucket")
     @classmethod

@@ -1,36 +1,49 @@
 """The clip store: one interface over a local folder (embedded default) and MinIO/S3.
 
-Layout (content-addressed, defined here once):
+Layout (content-addressed, defined here once; ``LAYOUT_PREFIXES`` are its top-level folders):
 
-    raw/{sha256}{ext}                      a source video, named by its content
-    meta/{source_id}.json                  its metadata and probe record
-    clips/{source_id}/{start}-{end}.mp4    a clip, named by source and frame segment
-    manifests/{dataset}/{name}             manifests, labels, reports of a dataset
-    models/{name}                          detector weights and other model files
-    checkpoints/{run}/{name}               training checkpoints
-    state/{name}                           resumable state of long jobs
+    raw/{sha256}{ext}                         a source video, named by its content
+    meta/{source_id}.json                     its metadata and probe record
+    clips/{source_id}/{start}-{end}.mp4       a clip, named by source and frame segment
+    manifests/{dataset}/{name}                manifests, labels, reports of a dataset
+    manifests/{dataset}/parts/{name}.jsonl    a part of a dataset's records
+    manifests/{dataset}/quarantine/{name}     what a dataset set aside as unreadable
+    models/{name}                             detector weights and other model files
+    checkpoints/{run}/{name}                  training checkpoints
+    state/{name}                              resumable state of long jobs
 
-``source_id`` is the sha256 of the raw video. No half-written object is ever visible under its
-final key (local: temp file + rename; S3: an object appears only when its upload completes,
-multipart included). Every object carries its sha256 (S3 user metadata, a sidecar locally) and
-reads verify it.
+``source_id`` is the sha256 of the raw video. Every object carries its sha256, visible together
+with its bytes or not at all:
+
+* S3: the sum is the object's own user metadata, and an object appears only when its upload
+  completes (multipart included).
+* Local: a sidecar ``_sha256/{key}``. A put, under an exclusive per-key lock, deletes the
+  sidecar, then writes the object, then the sidecar (each a temporary file, fsync, rename), so
+  a crash at any instant leaves the old pair, the new pair, or an object without a sidecar.
+
+An object inside the layout without a sum is *absent* (stat None, reads ObjectNotFound, not
+listed locally): it is a put that did not finish, and the next writer simply writes it again.
+Objects outside the layout (a benchmark uploaded by hand) may have no sum and are read
+unverified. Every read of an object with a sum verifies it; ``put_file`` checks the bytes
+already stored before it skips an upload, and rewrites them when they do not verify.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import tempfile
-import uuid
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, NamedTuple, Protocol
 from urllib.parse import urlparse
 
 from services.common.config import StoreSettings
@@ -42,21 +55,106 @@ from services.common.errors import (
     StoreUnavailable,
 )
 from services.common.records import ObjectRef
+from services.common.scratch import clean_stale_scratch, scratch_dir
 
-__all__ = ["ClipStore", "LocalTransport", "S3Transport", "file_sha256"]
+__all__ = [
+    "LAYOUT_PREFIXES",
+    "ClipStore",
+    "FileDigests",
+    "LocalTransport",
+    "ObjectInfo",
+    "S3Transport",
+    "file_digests",
+    "file_sha256",
+]
 
 _logger = logging.getLogger(__name__)
 
+LAYOUT_PREFIXES = ("raw/", "meta/", "clips/", "manifests/", "models/", "checkpoints/", "state/")
+"""Top-level folders the store writes; an object in them without a recorded sum is absent."""
+
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-=+]*)*$")
 _CHUNK = 1 << 20
+# Local lock files are striped by key hash: a bounded number of files (they are never deleted,
+# deleting a flock file races its next user); a shared stripe only serialises two keys.
+_LOCK_STRIPE_HEX = 3
+_LEGACY_PART_AGE_S = 60.0
+
+
+class FileDigests(NamedTuple):
+    """Sums of a file computed in one pass."""
+
+    sha256: str
+    size: int
+    etag: str | None
+    """The ETag S3 gives the file uploaded with the transport's part size; None if not asked."""
+
+
+class ObjectInfo(NamedTuple):
+    """What a transport knows of a stored object without reading it."""
+
+    size: int
+    sha256: str | None
+    """The recorded sum; None only for objects outside the layout."""
+    etag: str | None = None
+    """S3's ETag (an MD5 of the bytes or of their parts); None on the local transport."""
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The sha256 of a file.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
+    """
+    return file_digests(path).sha256
+
+
+def file_digests(path: Path, part_size: int | None = None) -> FileDigests:
+    """sha256, size and (optionally) the S3 ETag of a file, reading it once.
+
+    The ETag is what S3 records for the file uploaded the way ``minio``'s ``fput_object`` does
+    with ``part_size``: one plain PUT when the file fits in one part (ETag: MD5 hex), otherwise
+    multipart in parts of ``part_size`` bytes, the last one possibly shorter (ETag: MD5 of the
+    concatenated binary part MD5s, ``-``, number of parts).
+
+    Args:
+        path: the file.
+        part_size: multipart part size in bytes; None skips the ETag.
+
+    Returns:
+        The file's digests.
+    """
+    sha256 = hashlib.sha256()
+    part = hashlib.md5(usedforsecurity=False)
+    parts: list[bytes] = []
+    filled = size = 0
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        while block := handle.read(_CHUNK):
+            sha256.update(block)
+            size += len(block)
+            if part_size is None:
+                continue
+            view = memoryview(block)
+            while view:
+                taken = view[: part_size - filled]
+                part.update(taken)
+                filled += len(taken)
+                view = view[len(taken) :]
+                if filled == part_size:
+                    parts.append(part.digest())
+                    part, filled = hashlib.md5(usedforsecurity=False), 0
+    if part_size is None:
+        return FileDigests(sha256.hexdigest(), size, None)
+    if filled or not parts:
+        parts.append(part.digest())
+    if len(parts) == 1:
+        etag = parts[0].hex()
+    else:
+        etag = f"{hashlib.md5(b''.join(parts), usedforsecurity=False).hexdigest()}-{len(parts)}"
+    return FileDigests(sha256.hexdigest(), size, etag)
 
 
 def _validate_key(key: str) -> str:
@@ -66,16 +164,37 @@ def _validate_key(key: str) -> str:
     return key
 
 
+def _validate_part(part: str) -> str:
+    # Ids that name one folder level (source ids, datasets): listings split keys on "/".
+    if "/" in part:
+        raise InvalidKey(f"invalid store key part {part!r}", key=part)
+    return _validate_key(part)
+
+
+def _in_layout(key: str) -> bool:
+    return key.startswith(LAYOUT_PREFIXES)
+
+
 class Transport(Protocol):
-    """Raw object I/O; ``ClipStore`` owns layout, validation and integrity."""
+    """Raw object I/O; ``ClipStore`` owns layout, validation and integrity.
+
+    Transports treat an object inside the layout without a recorded sum as absent.
+    """
+
+    part_size: int | None
+    """Multipart part size when ``stat`` reports S3 ETags; None when it reports none."""
 
     def put_file(self, key: str, path: Path, sha256: str) -> None: ...
     def get_file(self, key: str, dest: Path) -> str | None:
         """Copy the object to ``dest``; return its recorded sha256 (None if not recorded)."""
         ...
 
-    def stat(self, key: str) -> tuple[int, str | None] | None:
-        """``(size, sha256)`` of an object, or None when it does not exist."""
+    def stat(self, key: str) -> ObjectInfo | None:
+        """What is known of an object, or None when it is absent."""
+        ...
+
+    def holds(self, key: str, sha256: str) -> bool:
+        """Whether the stored bytes of ``key`` hash to ``sha256`` (reads them all)."""
         ...
 
     def delete(self, key: str) -> None: ...
@@ -87,60 +206,133 @@ class Transport(Protocol):
         ...
 
 
+def _fsync_dir(folder: Path) -> None:
+    # A rename or unlink is durable only once its folder is: crash order must match ours.
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class LocalTransport:
-    """Objects as files under ``root``; sha256 sidecars under ``root/_sha256``."""
+    """Objects as files under ``root``; sha256 sidecars under ``root/_sha256``.
+
+    Writers of a key hold an exclusive flock on its lock file under ``root/_locks`` (so
+    processes writing one key serialise); readers of the object-sidecar pair hold a shared one.
+    Temporary files live in this process's scratch folder under ``root/_tmp``; constructing a
+    transport removes those of dead processes.
+    """
+
+    part_size: int | None = None
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self._tmp = self.root / "_tmp"
         self._sums = self.root / "_sha256"
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._locks = self.root / "_locks"
+        for folder in (self._tmp, self._sums, self._locks):
+            # A read-only store (a dataset mounted into a training pod) must stay readable.
+            with contextlib.suppress(OSError):
+                folder.mkdir(parents=True, exist_ok=True)
+        clean_stale_scratch(self._tmp)
+        self._remove_legacy_parts()
+
+    def _remove_legacy_parts(self) -> None:
+        # Older versions wrote loose _tmp/*.part files; one a minute old is no live write.
+        cutoff = time.time() - _LEGACY_PART_AGE_S
+        for part in self._tmp.glob("*.part"):
+            with contextlib.suppress(OSError):
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
 
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def _atomic_copy(self, write: Any, final: Path) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = self._tmp / f"{uuid.uuid4().hex}.part"
+    @contextlib.contextmanager
+    def _locked(self, key: str, exclusive: bool) -> Iterator[None]:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:_LOCK_STRIPE_HEX]
+        descriptor: int | None
         try:
-            with open(temp, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, final)
+            descriptor = os.open(self._locks / digest, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            if exclusive:
+                raise
+            descriptor = None  # a read-only store: no writer to order reads against
+        try:
+            if descriptor is not None:
+                fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
         finally:
-            temp.unlink(missing_ok=True)
+            if descriptor is not None:
+                os.close(descriptor)
+
+    def _atomic_write(self, write: Callable[[IO[bytes]], Any], final: Path, scratch: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = scratch / final.name
+        with open(temp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+        _fsync_dir(final.parent)
 
     def put_file(self, key: str, path: Path, sha256: str) -> None:
-        # Sidecar first: an object never appears without the sum its readers check.
-        self._atomic_copy(lambda h: h.write(sha256.encode()), self._sums / key)
+        sidecar = self._sums / key
 
-        def copy(handle: Any) -> None:
+        def copy(handle: IO[bytes]) -> None:
             with open(path, "rb") as source:
                 shutil.copyfileobj(source, handle, _CHUNK)
 
-        self._atomic_copy(copy, self._path(key))
-
-    def get_file(self, key: str, dest: Path) -> str | None:
-        path = self._path(key)
-        if not path.is_file():
-            raise ObjectNotFound(f"no object {key!r} in {self.root}", key=key)
-        shutil.copyfile(path, dest)
-        return self._recorded_sum(key)
+        with self._locked(key, exclusive=True), scratch_dir("put-", self._tmp) as scratch:
+            if sidecar.is_file():
+                sidecar.unlink()
+                _fsync_dir(sidecar.parent)
+            self._atomic_write(copy, self._path(key), scratch)
+            self._atomic_write(lambda h: h.write(sha256.encode()), sidecar, scratch)
 
     def _recorded_sum(self, key: str) -> str | None:
-        sidecar = self._sums / key
-        return sidecar.read_text().strip() if sidecar.is_file() else None
-
-    def stat(self, key: str) -> tuple[int, str | None] | None:
-        path = self._path(key)
-        if not path.is_file():
+        try:
+            return (self._sums / key).read_text().strip() or None
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-        return path.stat().st_size, self._recorded_sum(key)
+
+    def _present(self, key: str) -> bool:
+        # Cheap, lock-free: listings and in-place paths check only that the pair exists.
+        return self._path(key).is_file() and (not _in_layout(key) or (self._sums / key).is_file())
+
+    def get_file(self, key: str, dest: Path) -> str | None:
+        with self._locked(key, exclusive=False):
+            recorded = self._recorded_sum(key)
+            if not self._path(key).is_file() or (recorded is None and _in_layout(key)):
+                raise ObjectNotFound(f"no object {key!r} in {self.root}", key=key)
+            shutil.copyfile(self._path(key), dest)
+        return recorded
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        if not self._path(key).is_file():
+            return None  # nothing to pair: spare the lock
+        with self._locked(key, exclusive=False):
+            try:
+                size = self._path(key).stat().st_size
+            except FileNotFoundError:
+                return None
+            recorded = self._recorded_sum(key)
+        if recorded is None and _in_layout(key):
+            return None
+        return ObjectInfo(size, recorded)
+
+    def holds(self, key: str, sha256: str) -> bool:
+        try:
+            return file_sha256(self._path(key)) == sha256
+        except (FileNotFoundError, IsADirectoryError):
+            return False
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-        (self._sums / key).unlink(missing_ok=True)
+        with self._locked(key, exclusive=True):
+            # Sidecar first: an interrupted delete leaves an absent object, never a wrong sum.
+            (self._sums / key).unlink(missing_ok=True)
+            self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix.rstrip("/") if prefix else self.root
@@ -151,9 +343,10 @@ class LocalTransport:
             if not path.is_file():
                 continue
             key = path.relative_to(self.root).as_posix()
-            if key.startswith(("_tmp/", "_sha256/")) or not key.startswith(prefix):
+            if key.startswith(("_tmp/", "_sha256/", "_locks/")) or not key.startswith(prefix):
                 continue
-            yield key
+            if self._present(key):
+                yield key
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
@@ -162,21 +355,36 @@ class LocalTransport:
         return self.uri(key)
 
     def local_path(self, key: str) -> Path | None:
-        path = self._path(key)
-        return path if path.is_file() else None
+        return self._path(key) if self._present(key) else None
 
 
 class S3Transport:
-    """MinIO / S3 through the ``minio`` client; sha256 kept as user metadata."""
+    """MinIO / S3 through the ``minio`` client; sha256 kept as user metadata.
+
+    Requests time out after ``settings.timeout_s`` and are retried ``settings.retries`` times,
+    so an unreachable endpoint raises StoreUnavailable in bounded time.
+    """
 
     _SHA_HEADER = "x-amz-meta-sha256"
 
     def __init__(self, settings: StoreSettings) -> None:
+        import certifi
+        import urllib3
         from minio import Minio
 
         access_key, secret_key = _credentials(settings)
         self.bucket = settings.bucket
-        self.part_size = settings.multipart_mb * 1024 * 1024
+        self.part_size: int | None = settings.multipart_mb * 1024 * 1024
+        # minio's own client waits 5 minutes per attempt, 6 attempts: far too long to say "down".
+        http_client = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=settings.timeout_s, read=settings.timeout_s),
+            maxsize=10,
+            cert_reqs="CERT_REQUIRED" if settings.cert_check else "CERT_NONE",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            retries=urllib3.Retry(
+                total=settings.retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+            ),
+        )
         self.client = Minio(
             settings.endpoint,
             access_key=access_key,
@@ -184,6 +392,7 @@ class S3Transport:
             region=settings.region,
             secure=settings.secure,
             cert_check=settings.cert_check,
+            http_client=http_client,
         )
         if settings.create_bucket:
             with self._errors("bucket"):
@@ -192,7 +401,7 @@ class S3Transport:
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:
-        from minio.error import S3Error
+        from minio.error import MinioException, S3Error
         from urllib3.exceptions import HTTPError
 
         try:
@@ -202,6 +411,10 @@ class S3Transport:
                 missing = f"no object {key!r} in bucket {self.bucket}"
                 raise ObjectNotFound(missing, key=key) from None
             raise StoreUnavailable(f"S3 error on {key!r}: {error.code}", key=key) from error
+        except MinioException as error:  # a server error or a response that is not S3's
+            raise StoreUnavailable(
+                f"S3 failure on {key!r}: {type(error).__name__}", key=key
+            ) from error
         except (HTTPError, OSError) as error:
             raise StoreUnavailable(
                 f"S3 endpoint unreachable on {key!r}: {type(error).__name__}", key=key
@@ -214,32 +427,54 @@ class S3Transport:
                 self.bucket, key, str(path), metadata={"sha256": sha256}, part_size=self.part_size
             )
 
-    def get_file(self, key: str, dest: Path) -> str | None:
+    @contextlib.contextmanager
+    def _body(self, key: str) -> Iterator[Any]:
+        """The object's response, open; ObjectNotFound for an in-layout object without sum."""
         with self._errors(key):
             response = self.client.get_object(self.bucket, key)
             try:
-                with open(dest, "wb") as handle:
-                    for block in response.stream(_CHUNK):
-                        handle.write(block)
-                return response.headers.get(self._SHA_HEADER)
+                if response.headers.get(self._SHA_HEADER) is None and _in_layout(key):
+                    raise ObjectNotFound(f"object {key!r} has no recorded sha256", key=key)
+                yield response
             finally:
                 response.close()
                 response.release_conn()
 
-    def stat(self, key: str) -> tuple[int, str | None] | None:
+    def get_file(self, key: str, dest: Path) -> str | None:
+        with self._body(key) as response, open(dest, "wb") as handle:
+            for block in response.stream(_CHUNK):
+                handle.write(block)
+            return response.headers.get(self._SHA_HEADER)
+
+    def stat(self, key: str) -> ObjectInfo | None:
         try:
             with self._errors(key):
                 info = self.client.stat_object(self.bucket, key)
         except ObjectNotFound:
             return None
         metadata = {k.lower(): v for k, v in (info.metadata or {}).items()}
-        return int(info.size or 0), metadata.get(self._SHA_HEADER)
+        recorded = metadata.get(self._SHA_HEADER)
+        if recorded is None and _in_layout(key):
+            return None
+        return ObjectInfo(int(info.size or 0), recorded, info.etag or None)
+
+    def holds(self, key: str, sha256: str) -> bool:
+        digest = hashlib.sha256()
+        try:
+            with self._body(key) as response:
+                for block in response.stream(_CHUNK):
+                    digest.update(block)
+        except ObjectNotFound:
+            return False
+        return digest.hexdigest() == sha256
 
     def delete(self, key: str) -> None:
         with self._errors(key):
             self.client.remove_object(self.bucket, key)
 
     def list(self, prefix: str) -> Iterator[str]:
+        # Listings carry no user metadata: an in-layout object without a sum (written by
+        # another tool; ours carry it from birth) is listed, and reads as absent.
         with self._errors(prefix):
             for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
                 yield item.object_name
@@ -277,10 +512,19 @@ def _credentials(settings: StoreSettings) -> tuple[str | None, str | None]:
 
 
 class ClipStore:
-    """Content-addressed object store with integrity checks; see the module docstring."""
+    """Content-addressed object store with integrity checks; see the module docstring.
+
+    Objects that ``put_file`` found corrupted and rewrote are collected for the caller's report
+    (``drain_repairs``); the collection is shared by every thread using the store. The store's
+    own temporary folders live in the system scratch space (``services.common.scratch``);
+    constructing a store removes those that dead processes left.
+    """
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        clean_stale_scratch()
+        self._repairs: list[str] = []
+        self._repairs_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: StoreSettings | None = None) -> ClipStore:
@@ -304,8 +548,46 @@ class ClipStore:
         return _validate_key(f"clips/{source_id}/{start_frame:06d}-{end_frame:06d}.mp4")
 
     @staticmethod
+    def clip_prefix(source_id: str) -> str:
+        """The folder of a source's clips: ``clips/{source_id}/``."""
+        return f"clips/{_validate_part(source_id)}/"
+
+    @staticmethod
     def manifest_key(dataset: str, name: str) -> str:
         return _validate_key(f"manifests/{dataset}/{name}")
+
+    @staticmethod
+    def dataset_prefix(dataset: str) -> str:
+        """The folder of a dataset's manifests: ``manifests/{dataset}/``."""
+        return f"manifests/{_validate_part(dataset)}/"
+
+    @staticmethod
+    def dataset_of(prefix: str) -> str | None:
+        """The dataset whose folder ``prefix`` is (``manifests/{dataset}/``), else None."""
+        parts = prefix.rstrip("/").split("/")
+        if len(parts) == 2 and parts[0] == "manifests" and parts[1]:
+            return _validate_part(parts[1])
+        return None
+
+    @staticmethod
+    def part_prefix(dataset: str) -> str:
+        """The folder of a dataset's record parts: ``manifests/{dataset}/parts/``."""
+        return f"{ClipStore.dataset_prefix(dataset)}parts/"
+
+    @staticmethod
+    def part_key(dataset: str, name: str) -> str:
+        """A part of a dataset's records: ``manifests/{dataset}/parts/{name}.jsonl``."""
+        return f"{ClipStore.part_prefix(dataset)}{_validate_part(f'{name}.jsonl')}"
+
+    @staticmethod
+    def quarantine_prefix(dataset: str) -> str:
+        """The folder of what a dataset set aside: ``manifests/{dataset}/quarantine/``."""
+        return f"{ClipStore.dataset_prefix(dataset)}quarantine/"
+
+    @staticmethod
+    def quarantine_key(dataset: str, name: str) -> str:
+        """What a dataset set aside: ``manifests/{dataset}/quarantine/{name}``."""
+        return _validate_key(f"{ClipStore.quarantine_prefix(dataset)}{name}")
 
     @staticmethod
     def model_key(name: str) -> str:
@@ -319,20 +601,122 @@ class ClipStore:
     def state_key(name: str) -> str:
         return _validate_key(f"state/{name}")
 
+    @staticmethod
+    def state_prefix(name: str) -> str:
+        """The folder of a job's state: ``state/{name}/``."""
+        return f"{_validate_key(f'state/{name}')}/"
+
+    # --- layout listings ----------------------------------------------------------------
+    def source_objects(self, source_id: str) -> list[str]:
+        """Every existing object of one source, in the order a purge should delete them.
+
+        Clips first, then the metadata, then the raw video: an interrupted purge still has the
+        raw object and its meta to be found and finished by the next one.
+
+        Args:
+            source_id: sha256 of the raw video.
+
+        Returns:
+            Keys of its clips (sorted), its ``meta/`` object and its ``raw/`` object(s).
+        """
+        clips = self.list(self.clip_prefix(source_id))
+        meta = [key for key in [self.meta_key(source_id)] if self.exists(key)]
+        # Listing is by prefix: keep only this id's raw object, never another id it prefixes.
+        raw = [
+            key
+            for key in self.list(f"raw/{source_id}")
+            if key.count("/") == 1 and PurePosixPath(key).stem == source_id
+        ]
+        return [*clips, *meta, *raw]
+
+    def meta_source_ids(self) -> list[str]:
+        """Source ids that have a ``meta/`` object, sorted."""
+        return sorted(
+            key.removeprefix("meta/").removesuffix(".json")
+            for key in self.list("meta/")
+            if key.count("/") == 1 and key.endswith(".json")
+        )
+
+    def clip_source_ids(self) -> list[str]:
+        """Source ids that have at least one object under ``clips/``, sorted."""
+        return sorted({key.split("/")[1] for key in self.list("clips/") if key.count("/") >= 2})
+
+    def dataset_names(self) -> list[str]:
+        """Datasets with any object under ``manifests/``, sorted."""
+        return sorted({key.split("/")[1] for key in self.list("manifests/") if key.count("/") >= 2})
+
+    def part_keys(self, dataset: str) -> list[str]:
+        """Keys of a dataset's record parts (``part_key``), sorted."""
+        prefix = self.part_prefix(dataset)
+        return sorted(
+            key
+            for key in self.list(prefix)
+            if key.endswith(".jsonl") and "/" not in key.removeprefix(prefix)
+        )
+
     # --- writes -------------------------------------------------------------------------
     def put_file(self, key: str, path: Path) -> ObjectRef:
-        """Store a file under ``key``; a re-put of identical content is a no-op."""
+        """Store a file under ``key``.
+
+        When the object already records the file's sha256 its bytes are checked first (local:
+        hashed in place; S3: ETag against the file's MD5 ETag, a download only when those
+        differ): intact bytes are left alone, corrupted ones are rewritten and reported by
+        ``drain_repairs``. An object recording another sum is overwritten without being read.
+
+        Args:
+            key: the object's key.
+            path: the file to store.
+
+        Returns:
+            A reference to the stored object.
+
+        Raises:
+            InvalidKey: the key is not a valid store key.
+            StoreUnavailable: the backend cannot be reached.
+        """
         _validate_key(key)
-        sha256 = file_sha256(path)
-        size = Path(path).stat().st_size
+        path = Path(path)
+        digests = file_digests(path, self.transport.part_size)
+        ref = ObjectRef(
+            key=key, uri=self.transport.uri(key), sha256=digests.sha256, size=digests.size
+        )
         existing = self.transport.stat(key)
-        if existing is None or existing[1] != sha256:
-            self.transport.put_file(key, Path(path), sha256)
-        return ObjectRef(key=key, uri=self.transport.uri(key), sha256=sha256, size=size)
+        same_sum = existing is not None and existing.sha256 == digests.sha256
+        if same_sum and self._intact(key, existing, digests):
+            return ref
+        self.transport.put_file(key, path, digests.sha256)
+        if same_sum:
+            _logger.warning("repaired object %s", key, extra={"key": key, "stage": "store"})
+            with self._repairs_lock:
+                self._repairs.append(key)
+        return ref
+
+    def _intact(self, key: str, existing: ObjectInfo | None, digests: FileDigests) -> bool:
+        # An equal ETag proves the bytes without reading them; a different one may only mean
+        # another part size (or an SSE-KMS ETag), so only reading them can condemn them.
+        if existing is not None and digests.etag is not None and existing.etag == digests.etag:
+            return True
+        return self.transport.holds(key, digests.sha256)
+
+    @property
+    def repairs(self) -> tuple[str, ...]:
+        """Keys ``put_file`` found corrupted and rewrote, not drained yet."""
+        with self._repairs_lock:
+            return tuple(self._repairs)
+
+    def drain_repairs(self) -> list[str]:
+        """The keys ``put_file`` repaired since the last call, oldest first; clears them.
+
+        Returns:
+            Repaired keys (a key repaired twice appears twice).
+        """
+        with self._repairs_lock:
+            drained, self._repairs = self._repairs, []
+        return drained
 
     def put_bytes(self, key: str, data: bytes) -> ObjectRef:
-        with tempfile.TemporaryDirectory(prefix="h2a-put-") as folder:
-            path = Path(folder) / "object"
+        with scratch_dir("put-") as folder:
+            path = folder / "object"
             path.write_bytes(data)
             return self.put_file(key, path)
 
@@ -349,16 +733,70 @@ class ClipStore:
     def delete(self, key: str) -> None:
         self.transport.delete(_validate_key(key))
 
+    def quarantine(self, key: str, dest: str) -> ObjectRef:
+        """Move an object, as it is (corrupted or not), to ``dest`` and delete it at ``key``.
+
+        The moved copy records the sum of the bytes it really has, so it reads back for
+        inspection; the original key becomes absent and its next writer starts afresh.
+
+        Args:
+            key: the object to set aside.
+            dest: where to keep it (a ``quarantine_key``).
+
+        Returns:
+            A reference to the quarantined copy.
+
+        Raises:
+            ObjectNotFound: no object at ``key``.
+            StoreUnavailable: the backend cannot be reached.
+        """
+        _validate_key(key)
+        with scratch_dir("quarantine-") as folder:
+            copy = folder / "object"
+            self.transport.get_file(key, copy)  # unverified on purpose: it is the evidence
+            ref = self.put_file(_validate_key(dest), copy)
+        self.transport.delete(key)
+        return ref
+
     # --- reads --------------------------------------------------------------------------
     def stat(self, key: str) -> ObjectRef | None:
         found = self.transport.stat(_validate_key(key))
         if found is None:
             return None
-        size, sha256 = found
-        return ObjectRef(key=key, uri=self.transport.uri(key), sha256=sha256 or "", size=size)
+        return ObjectRef(
+            key=key, uri=self.transport.uri(key), sha256=found.sha256 or "", size=found.size
+        )
 
     def exists(self, key: str) -> bool:
         return self.transport.stat(_validate_key(key)) is not None
+
+    def verify(self, key: str, sha256: str | None = None) -> ObjectRef | None:
+        """The object's reference if its stored bytes verify, else None.
+
+        Use it to decide whether an existing object may be reused. It reads the whole object:
+        in place on the local transport, a download (streamed, not kept) on S3.
+
+        Args:
+            key: the object's key.
+            sha256: the sum the bytes must have; default: the object's recorded sum.
+
+        Returns:
+            The reference, or None when the object is absent, records a different sum than
+            ``sha256``, has no sum to check against, or its bytes do not match.
+
+        Raises:
+            InvalidKey: the key is not a valid store key.
+            StoreUnavailable: the backend cannot be reached.
+        """
+        found = self.transport.stat(_validate_key(key))
+        if found is None:
+            return None
+        expected = sha256 or found.sha256
+        if not expected or (found.sha256 and found.sha256 != expected):
+            return None
+        if not self.transport.holds(key, expected):
+            return None
+        return ObjectRef(key=key, uri=self.transport.uri(key), sha256=expected, size=found.size)
 
     def list(self, prefix: str = "") -> list[str]:
         if prefix:
@@ -366,7 +804,22 @@ class ClipStore:
         return list(self.transport.list(prefix))
 
     def download(self, key: str, dest: Path, sha256: str | None = None) -> Path:
-        """Copy an object to ``dest``, verifying it against ``sha256`` or its recorded sum."""
+        """Copy an object to ``dest``, verifying it against ``sha256`` or its recorded sum.
+
+        Args:
+            key: the object's key.
+            dest: the file to write (its folder is made).
+            sha256: the sum the bytes must have; default: the object's recorded sum (objects
+                outside the layout may have none and are copied unverified).
+
+        Returns:
+            ``dest``.
+
+        Raises:
+            ObjectNotFound: no such object, or an unfinished one (in the layout, no sum).
+            IntegrityError: the bytes do not match (``dest`` is removed).
+            StoreUnavailable: the backend cannot be reached.
+        """
         _validate_key(key)
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -382,8 +835,8 @@ class ClipStore:
         return dest
 
     def get_bytes(self, key: str, sha256: str | None = None) -> bytes:
-        with tempfile.TemporaryDirectory(prefix="h2a-get-") as folder:
-            return self.download(key, Path(folder) / "object", sha256).read_bytes()
+        with scratch_dir("get-") as folder:
+            return self.download(key, folder / "object", sha256).read_bytes()
 
     def get_text(self, key: str) -> str:
         return self.get_bytes(key).decode("utf-8")
@@ -405,24 +858,34 @@ class ClipStore:
         in_place = self.transport.local_path(_validate_key(key))
         if in_place is not None:
             recorded = self.transport.stat(key)
-            want = expected or (recorded[1] if recorded else None)
+            want = expected or (recorded.sha256 if recorded else None)
+            if want is None and _in_layout(key):
+                raise ObjectNotFound(f"object {key!r} has no recorded sha256", key=key)
             if want and file_sha256(in_place) != want:
                 raise IntegrityError(f"object {key!r} does not match its sha256", key=key)
             yield in_place
             return
-        with tempfile.TemporaryDirectory(prefix="h2a-obj-") as folder:
-            yield self.download(key, Path(folder) / Path(key).name, expected)
+        with scratch_dir("obj-") as folder:
+            yield self.download(key, folder / Path(key).name, expected)
 
     # --- addressing ---------------------------------------------------------------------
     def uri(self, key: str) -> str:
         return self.transport.uri(_validate_key(key))
 
     def key_from_uri(self, uri: str) -> str:
-        """Inverse of ``uri``: the key of an object of this store, or InvalidKey."""
+        """Inverse of ``uri`` and ``prefix_uri``: the key (or folder prefix, ending in ``/``) of
+        this store that ``uri`` names, or InvalidKey."""
         prefix = self.transport.uri("x")[:-1]
         if not uri.startswith(prefix):
             raise InvalidKey(f"{uri!r} is not an object of this store ({prefix}…)")
-        return _validate_key(uri[len(prefix) :])
+        key = uri[len(prefix) :]
+        folder = key.endswith("/")
+        return f"{_validate_key(key.removesuffix('/'))}/" if folder else _validate_key(key)
+
+    def prefix_uri(self, prefix: str) -> str:
+        """The URI of a folder of this store, ending in ``/`` (``key_from_uri`` inverts it)."""
+        folder = _validate_key(prefix.rstrip("/"))
+        return f"{self.transport.uri('x')[:-1]}{folder}/"
 
     def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         return self.transport.presigned_url(_validate_key(key), expires)
