@@ -7,11 +7,18 @@ custom resource (``PyTorchJobRenderer``, the default, for the Kubeflow Training 
 conditions within a total timeout, fetches the master's logs, and deletes the job when the wait
 ends without success (cancelled, timed out). ``LocalLauncher`` runs the same entry point under
 ``torchrun`` as a subprocess.
+
+The renderers are the one definition of a training pod: the trainer image, hardened like every
+pod of the project (``pipelines.deployment``: non-root, read-only root filesystem with emptyDir
+scratch, cache and ``/dev/shm`` volumes, no capabilities, bounded resources) on the GPU node
+pool. The hand-launched templates in ``manifests/training/`` are rendered from them too
+(``pipelines.training_templates``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import signal
@@ -24,6 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
+from pipelines.deployment import (
+    CONTAINER_SECURITY_CONTEXT,
+    GPU_NODE_LABEL,
+    GPU_PRODUCT,
+    GPU_RESOURCE,
+    GPU_TOLERATION,
+    POD_SECURITY_CONTEXT,
+    STORE_SECRET,
+    STORE_SECRET_ENV,
+    TRAINER_IMAGE,
+)
 from services.common.errors import H2AError
 
 __all__ = [
@@ -77,14 +95,28 @@ class JobCancelled(H2AError):
 
 @dataclass(frozen=True, kw_only=True)
 class Placement:
-    """Where training pods run: an A100 node pool with tainted GPU nodes."""
+    """Where training pods run and what each gets: a node pool of tainted GPU nodes."""
 
-    node_selector_label: str = "nvidia.com/gpu.product"
-    """The node label that names the GPU model (GKE uses ``cloud.google.com/gke-accelerator``)."""
-    node_selector_value: str = "NVIDIA-A100-SXM4-80GB"
+    node_selector_label: str = GPU_NODE_LABEL
+    node_selector_value: str = GPU_PRODUCT
     gpus_per_pod: int = 8
-    shm_size: str = "32Gi"
+    requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "32", "memory": "256Gi"})
+    """CPU and memory a pod requests besides its GPUs: decoding and augmenting for 8 GPUs."""
+    limits: Mapping[str, str] = field(default_factory=lambda: {"cpu": "64", "memory": "512Gi"})
+    """The memory limit includes ``/dev/shm``, a memory volume."""
+    shm_size: str = "64Gi"
     """Size of the ``/dev/shm`` memory volume; data-loader workers share batches through it."""
+    scratch_size: str = "200Gi"
+    """Size of ``/tmp``: the trainer's local checkpoints before they are uploaded."""
+    cache_size: str = "20Gi"
+    """Size of the cache volume: torch.compile, Triton and Hugging Face caches."""
+
+    def resources(self) -> dict[str, Any]:
+        gpus = str(self.gpus_per_pod)
+        return {
+            "requests": {**self.requests, GPU_RESOURCE: gpus},
+            "limits": {**self.limits, GPU_RESOURCE: gpus},
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,13 +139,13 @@ class ElasticPolicy:
 class TrainingJobSpec:
     """Everything a renderer or launcher needs to run one trainer invocation.
 
-    ``args`` are the trainer's own arguments (``pretrain --recipe ... --manifest ...``); the
-    launcher wraps them in ``torchrun -m services.trainer``.
+    ``args`` are the trainer's own arguments, its mode first (``pretrain --recipe ...
+    --manifest ...``); the launcher wraps them in ``torchrun -m services.trainer``.
     """
 
     name: str
     args: tuple[str, ...]
-    image: str = "ghcr.io/hashtag2action/hashtag2action:0.1.0"
+    image: str = TRAINER_IMAGE
     num_nodes: int = 1
     """Pods: one Master plus ``num_nodes - 1`` Workers."""
     nproc_per_node: int = 8
@@ -123,14 +155,18 @@ class TrainingJobSpec:
     ttl_s: int = 24 * 3600
     clean_pod_policy: Literal["None", "Running", "All"] = "Running"
     """``Running`` frees the GPUs of pods still running after the job ends, keeps logs of others."""
-    secret_name: str = "hashtag2action-store"
-    secret_keys: tuple[str, str] = ("accesskey", "secretkey")
-    """Keys in the secret holding the store access key and secret key."""
+    secret_name: str = STORE_SECRET
+    """The secret holding the store credentials (``pipelines.deployment.STORE_SECRET_ENV``)."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Plain environment (store endpoint, bucket, ...); credentials come from the secret."""
+    config_map: str | None = None
+    """A ConfigMap whose entries become environment too (``envFrom``): how a hand-launched
+    template gets the store; the pipeline passes it in ``env``. PyTorchJob only."""
     placement: Placement = field(default_factory=Placement)
 
     def __post_init__(self) -> None:
+        if not self.args:
+            raise ValueError("args must start with the trainer's mode")
         if self.num_nodes < 1:
             raise ValueError(f"num_nodes={self.num_nodes} must be at least 1")
         if self.nproc_per_node < 1:
@@ -140,12 +176,19 @@ class TrainingJobSpec:
     def command(self) -> list[str]:
         return ["torchrun", "-m", _TRAINER_MODULE, *self.args]
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels of the job and its pods: the application, and the trainer mode as component."""
+        return {
+            "app.kubernetes.io/name": "hashtag2action",
+            "app.kubernetes.io/component": self.args[0],
+        }
+
     def env_list(self) -> list[dict[str, Any]]:
-        """Container env: plain values, then the store credentials as secret references."""
-        env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in self.env.items()]
-        for variable, key in zip(
-            ("H2A_STORE_ACCESS_KEY", "H2A_STORE_SECRET_KEY"), self.secret_keys, strict=True
-        ):
+        """Container env: where caches go, ``env``, then the store credentials from the secret."""
+        plain = {**_SCRATCH_ENV, **self.env}
+        env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in plain.items()]
+        for key, variable in STORE_SECRET_ENV.items():
             env.append(
                 {
                     "name": variable,
@@ -155,19 +198,40 @@ class TrainingJobSpec:
         return env
 
 
-def _pod_placement(spec: TrainingJobSpec) -> dict[str, Any]:
-    """The pod-spec fields both renderers share: node selector, toleration, shm volume."""
+# The root filesystem is read-only: a pod writes only to these emptyDir volumes.
+_CACHE_DIR = "/var/cache/hashtag2action"
+_SCRATCH_MOUNTS = {"tmp": "/tmp", "cache": _CACHE_DIR, "dshm": "/dev/shm"}
+_SCRATCH_ENV = {
+    # Whatever else writes under $HOME (matplotlib's config, for one) gets the /tmp volume.
+    "HOME": "/tmp",
+    "XDG_CACHE_HOME": _CACHE_DIR,
+    "TRITON_CACHE_DIR": f"{_CACHE_DIR}/triton",
+    "TORCHINDUCTOR_CACHE_DIR": f"{_CACHE_DIR}/inductor",
+}
+
+
+def _pod_fields(spec: TrainingJobSpec) -> dict[str, Any]:
+    """The pod-spec fields both renderers share: security, placement, scratch volumes."""
     placement = spec.placement
     return {
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "nodeSelector": {placement.node_selector_label: placement.node_selector_value},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "tolerations": [dict(GPU_TOLERATION)],
         "volumes": [
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": placement.shm_size}}
+            {"name": "tmp", "emptyDir": {"sizeLimit": placement.scratch_size}},
+            {"name": "cache", "emptyDir": {"sizeLimit": placement.cache_size}},
+            # The container runtime's 64 MiB /dev/shm kills DataLoader workers passing clips.
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": placement.shm_size}},
         ],
     }
 
 
-_SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
+def _container_fields() -> dict[str, Any]:
+    """The container fields both renderers share: security and the scratch mounts."""
+    return {
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
+        "volumeMounts": [{"name": k, "mountPath": v} for k, v in _SCRATCH_MOUNTS.items()],
+    }
 
 
 class JobRenderer(Protocol):
@@ -205,19 +269,25 @@ class PyTorchJobRenderer:
     crd_file = "kubeflow.org_pytorchjobs.yaml"
 
     def _replica(self, spec: TrainingJobSpec, replicas: int) -> dict[str, Any]:
-        gpus = spec.placement.gpus_per_pod
-        container = {
+        container: dict[str, Any] = {
             "name": _CONTAINER,
             "image": spec.image,
             "command": spec.command,
+        }
+        if spec.config_map is not None:
+            container["envFrom"] = [{"configMapRef": {"name": spec.config_map}}]
+        container |= {
             "env": spec.env_list(),
-            "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}},
-            "volumeMounts": [_SHM_MOUNT],
+            "resources": spec.placement.resources(),
+            **_container_fields(),
         }
         return {
             "replicas": replicas,
             "restartPolicy": "OnFailure",
-            "template": {"spec": {"containers": [container], **_pod_placement(spec)}},
+            "template": {
+                "metadata": {"labels": spec.labels},
+                "spec": {**_pod_fields(spec), "containers": [container]},
+            },
         }
 
     def render(self, spec: TrainingJobSpec, namespace: str) -> dict[str, Any]:
@@ -247,7 +317,7 @@ class PyTorchJobRenderer:
         return {
             "apiVersion": f"{self.group}/{self.version}",
             "kind": "PyTorchJob",
-            "metadata": {"name": spec.name, "namespace": namespace},
+            "metadata": {"name": spec.name, "namespace": namespace, "labels": spec.labels},
             "spec": job_spec,
         }
 
@@ -279,11 +349,10 @@ class TrainJobRenderer:
     def render(self, spec: TrainingJobSpec, namespace: str) -> dict[str, Any]:
         if spec.elastic is not None:
             raise ValueError("elastic: TrainJob v1alpha1 has no elastic policy; use PyTorchJob")
-        gpus = spec.placement.gpus_per_pod
-        pod_patch = {
-            **_pod_placement(spec),
-            "containers": [{"name": "node", "volumeMounts": [_SHM_MOUNT]}],
-        }
+        if spec.config_map is not None:
+            raise ValueError("config_map: a TrainJob's trainer has no envFrom; pass env instead")
+        pod_patch = {**_pod_fields(spec), "containers": [{"name": "node", **_container_fields()}]}
+        pod_template = {"metadata": {"labels": spec.labels}, "spec": pod_patch}
         job_spec: dict[str, Any] = {
             "runtimeRef": {"name": self.runtime},
             "trainer": {
@@ -292,7 +361,7 @@ class TrainJobRenderer:
                 "env": spec.env_list(),
                 "numNodes": spec.num_nodes,
                 "numProcPerNode": spec.nproc_per_node,
-                "resourcesPerNode": {"limits": {"nvidia.com/gpu": gpus}},
+                "resourcesPerNode": spec.placement.resources(),
             },
             "runtimePatches": [
                 {
@@ -303,7 +372,7 @@ class TrainJobRenderer:
                                 "replicatedJobs": [
                                     {
                                         "name": "node",
-                                        "template": {"spec": {"template": {"spec": pod_patch}}},
+                                        "template": {"spec": {"template": pod_template}},
                                     }
                                 ]
                             }
@@ -317,7 +386,7 @@ class TrainJobRenderer:
         return {
             "apiVersion": f"{self.group}/{self.version}",
             "kind": "TrainJob",
-            "metadata": {"name": spec.name, "namespace": namespace},
+            "metadata": {"name": spec.name, "namespace": namespace, "labels": spec.labels},
             "spec": job_spec,
         }
 

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from kubernetes import client
 
+from pipelines.deployment import TRAINER_IMAGE
 from pipelines.launcher import (
     ElasticPolicy,
     JobCancelled,
@@ -67,10 +68,13 @@ def test_pytorchjob_validates_and_places_on_gpus(elastic: ElasticPolicy | None) 
     pod = replicas["Worker"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "a100"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert pod["volumes"][0]["emptyDir"]["medium"] == "Memory"
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     container = pod["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert container["image"] == TRAINER_IMAGE
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert "envFrom" not in container, "the pipeline passes the store as env"
     secret_refs = {
         e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
     }
@@ -90,10 +94,21 @@ def test_trainjob_validates_from_the_same_inputs() -> None:
     validate_custom_resource(job, crd_dir() / TrainJobRenderer.crd_file)
     trainer = job["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 8)
-    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 8
+    assert trainer["image"] == TRAINER_IMAGE
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
     pod = patch["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "a100"}
+
+
+@pytest.mark.parametrize(
+    "unsupported",
+    [{"elastic": ElasticPolicy(min_replicas=1, max_replicas=2)}, {"config_map": "settings"}],
+    ids=["elastic", "config_map"],
+)
+def test_trainjob_refuses_what_it_cannot_express(unsupported: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(unsupported))):
+        TrainJobRenderer().render(_spec(**unsupported), NAMESPACE)
 
 
 @pytest.mark.parametrize(
