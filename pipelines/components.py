@@ -1,6 +1,6 @@
 """The KFP components of the curate-and-train pipeline.
 
-Every component is a lightweight ``@dsl.component`` on our image whose body imports
+Every component is a lightweight ``@dsl.component`` on the services image whose body imports
 ``pipelines.steps`` and calls one step, then fills its artifacts: kfp's ``SubprocessRunner``
 runs only lightweight Python components, and a component body travels as source, so the bodies
 import rather than define.
@@ -9,7 +9,7 @@ import rather than define.
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from pipelines.steps import IMAGE
+from pipelines.deployment import SERVICES_IMAGE
 
 __all__ = [
     "curate_shard",
@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(base_image=SERVICES_IMAGE)
 def plan_shards(
     source: str,
     hashtags: str,
@@ -45,7 +45,7 @@ def plan_shards(
     return keys
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(base_image=SERVICES_IMAGE)
 def curate_shard(
     shard: str,
     dataset: str,
@@ -76,7 +76,7 @@ def curate_shard(
     return summary.dataset
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(base_image=SERVICES_IMAGE)
 def dataset_report(
     dataset: str,
     shards: list,
@@ -113,7 +113,7 @@ def dataset_report(
     manifest.metadata.update(clips=len(clip_lines), folder=folder, manifests=manifests)
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(base_image=SERVICES_IMAGE)
 def pretrain(
     manifest: Input[Dataset],
     run_id: str,
@@ -164,7 +164,7 @@ def pretrain(
     checkpoint.metadata.update(model_size=model_size, epochs=epochs)
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(base_image=SERVICES_IMAGE)
 def finetune(
     benchmark: str,
     pretrained: Input[Model],
@@ -227,7 +227,7 @@ def finetune(
     checkpoint.metadata.update(benchmark=benchmark, model_size=model_size, epochs=epochs)
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(base_image=SERVICES_IMAGE)
 def evaluate(
     benchmark: str,
     finetuned: Input[Model],
@@ -273,7 +273,7 @@ def evaluate(
     return json.dumps({k: result[k] for k in ("benchmark", "top1", "top5", "videos")})
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(base_image=SERVICES_IMAGE)
 def summarize(results: list, model_size: str, summary: Output[Markdown]) -> None:
     """Compare the benchmark results with the paper's table."""
     import json

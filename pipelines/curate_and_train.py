@@ -7,8 +7,9 @@ dataset report -> pre-training (PyTorchJob) -> ParallelFor(benchmark): fine-tuni
 Kubernetes specifics are attached here, not in the components: the store secret as environment
 on every step that opens the store; the GPU node pool, ``nvidia.com/gpu`` toleration, GPU limit
 and ``/dev/shm`` on evaluation, which runs in its own pod. Pre-training and fine-tuning pods only
-launch PyTorchJobs, so they ask for no GPU; they receive the secret name and node-pool
-parameters to render the jobs' pods with the same placement.
+launch PyTorchJobs, so they ask for no GPU; they receive the trainer image, the secret name and
+the node-pool parameters to render the jobs' pods with the same placement. The defaults of those
+parameters are ``pipelines.deployment``'s.
 """
 
 from pathlib import Path
@@ -18,12 +19,19 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl import Markdown
 
 from pipelines import components as c
-from pipelines.steps import IMAGE, STAGE_SERVICES
+from pipelines.deployment import (
+    GPU_NODE_SELECTOR,
+    GPU_RESOURCE,
+    GPU_TOLERATION,
+    STORE_SECRET,
+    STORE_SECRET_ENV,
+    TRAINER_IMAGE,
+)
+from pipelines.steps import STAGE_SERVICES
 
 __all__ = ["PIPELINE_NAME", "PipelineOutputs", "compile_pipeline", "curate_and_train"]
 
 PIPELINE_NAME = "hashtag2action-curate-and-train"
-_SECRET_ENV = {"accesskey": "H2A_STORE_ACCESS_KEY", "secretkey": "H2A_STORE_SECRET_KEY"}
 
 
 class PipelineOutputs(NamedTuple):
@@ -34,14 +42,14 @@ class PipelineOutputs(NamedTuple):
 
 
 def _with_store_secret(task: dsl.PipelineTask, secret_name: str) -> dsl.PipelineTask:
-    return kubernetes.use_secret_as_env(task, secret_name, _SECRET_ENV)
+    return kubernetes.use_secret_as_env(task, secret_name, STORE_SECRET_ENV)
 
 
 def _on_gpu_node(task: dsl.PipelineTask, node_selector: dict) -> dsl.PipelineTask:
     kubernetes.add_node_selector_json(task, node_selector)
-    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    kubernetes.add_toleration(task, **GPU_TOLERATION)
     kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit="16Gi")
-    return task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    return task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
 
 
 @dsl.pipeline(name=PIPELINE_NAME)
@@ -55,7 +63,7 @@ def curate_and_train(
     store_root: str = "",
     store_endpoint: str = "minio:9000",
     store_bucket: str = "hashtag2action",
-    secret_name: str = "hashtag2action-store",
+    secret_name: str = STORE_SECRET,
     stage_services: dict = STAGE_SERVICES,
     model_size: str = "base",
     epochs: int = 800,
@@ -65,12 +73,12 @@ def curate_and_train(
     benchmarks: list = ["ucf101", "hmdb51"],  # noqa: B006
     benchmark_root: str = "benchmarks",
     synthetic_per_class: int = 8,
-    gpu_node_selector: dict = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},  # noqa: B006
+    gpu_node_selector: dict = GPU_NODE_SELECTOR,
     gpus_per_node: int = 8,
     num_nodes: int = 1,
     job_timeout_s: float = 30 * 24 * 3600.0,
     job_kind: str = "PyTorchJob",
-    image: str = IMAGE,
+    trainer_image: str = TRAINER_IMAGE,
     launcher: str = "kubernetes",
 ) -> PipelineOutputs:
     """Curate hashtag videos into action clips, pre-train VideoMAE V2, fine-tune and evaluate.
@@ -89,6 +97,7 @@ def curate_and_train(
         benchmarks: ``synthetic`` or benchmarks stored under ``benchmark_root/{name}/``.
         gpu_node_selector: one node label selecting the A100 node pool.
         job_kind: ``PyTorchJob`` (Training Operator v1) or ``TrainJob`` (Kubeflow Trainer v2).
+        trainer_image: the CUDA image the training jobs' pods run (services/trainer/Dockerfile).
         launcher: ``kubernetes`` (PyTorchJobs, gRPC services) or ``local`` (torchrun,
             in-process stages).
     """
@@ -100,7 +109,7 @@ def curate_and_train(
     )
     cluster = dict(
         launcher=launcher,
-        image=image,
+        image=trainer_image,
         secret_name=secret_name,
         gpu_node_selector=gpu_node_selector,
         gpus_per_node=gpus_per_node,

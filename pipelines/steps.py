@@ -22,6 +22,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pipelines.deployment import SERVICES_IMAGE
 from pipelines.launcher import (
     KubernetesLauncher,
     LocalLauncher,
@@ -68,7 +69,7 @@ __all__ = [
     "train",
 ]
 
-IMAGE = "ghcr.io/hashtag2action/hashtag2action:0.1.0"
+IMAGE = SERVICES_IMAGE
 """The project image (the Helm chart's ``image.repository`` at the chart's appVersion)."""
 
 STAGE_SERVICES = {

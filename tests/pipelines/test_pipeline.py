@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from pipelines.commands import pipeline
 from pipelines.curate_and_train import curate_and_train
-from pipelines.steps import IMAGE, PAPER_RESULTS, split_sources, summary_markdown
+from pipelines.deployment import GPU_NODE_SELECTOR, SERVICES_IMAGE, STORE_SECRET, TRAINER_IMAGE
+from pipelines.steps import PAPER_RESULTS, split_sources, summary_markdown
 from services.common.config import StoreSettings
 from services.common.samples import SAMPLE_HASHTAGS, sample_videos
 
@@ -117,7 +118,7 @@ def test_training_steps_get_secret_and_placement_for_their_jobs(ir: dict[str, An
     # launching pods ask for no GPU: the PyTorchJob's pods do
     executors = ir["spec"]["deploymentSpec"]["executors"]
     assert "resources" not in executors["exec-pretrain"]["container"]
-    assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
+    assert {e["container"]["image"] for e in executors.values()} == {SERVICES_IMAGE}
 
 
 def test_parameter_defaults_match_settings() -> None:
@@ -130,6 +131,10 @@ def test_parameter_defaults_match_settings() -> None:
     assert defaults["store_endpoint"] == store.endpoint
     assert defaults["store_bucket"] == store.bucket
     assert defaults["launcher"] == "kubernetes"
+    # what the training jobs' pods run and where: pipelines.deployment's definitions
+    assert defaults["trainer_image"] == TRAINER_IMAGE
+    assert defaults["gpu_node_selector"] == GPU_NODE_SELECTOR
+    assert defaults["secret_name"] == STORE_SECRET
     assert set(defaults["benchmarks"]) <= set(PAPER_RESULTS["base"]) | {"synthetic"}
 
 
