@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint protos bench clean
+.PHONY: install demo test lint protos manifests bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 protos: $(STAMP)
 	$(PY) -m services.common.protogen
+
+# manifests/training/*.yaml are the launcher's render: regenerate them after changing it.
+manifests: $(STAMP)
+	$(PY) -m pipelines.training_templates
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_engine.py

@@ -8,6 +8,7 @@ talks to a cluster: ``helm template``, ``helm lint`` and ``kubectl kustomize`` r
 
 from __future__ import annotations
 
+import copy
 import io
 import stat
 import subprocess
@@ -24,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pipelines.schemas import PYTORCHJOB_CRD, crd_dir, validate_custom_resource
+from pipelines.schemas import PYTORCHJOB_CRD, TRAINJOB_CRD, crd_dir, validate_custom_resource
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "hashtag2action"
@@ -145,13 +146,33 @@ def kustomize(tools: Tools) -> Callable[[str], Objects]:
     return build
 
 
+_CRDS = {"PyTorchJob": PYTORCHJOB_CRD, "TrainJob": TRAINJOB_CRD}
+
+
 def validate_object(obj: dict[str, Any]) -> None:
-    """Validate one object: built-in kinds strictly at KUBERNETES_VERSION, PyTorchJobs against
-    the pinned CRD with closed objects. An unknown kind fails (no schema to check it against)."""
-    if obj["kind"] == "PyTorchJob":
-        validate_custom_resource(obj, crd_dir() / PYTORCHJOB_CRD)
+    """Validate one object: built-in kinds strictly at KUBERNETES_VERSION, training jobs against
+    the pinned CRDs with closed objects. An unknown kind fails (no schema to check it against)."""
+    if obj["kind"] in _CRDS:
+        validate_custom_resource(obj, crd_dir() / _CRDS[obj["kind"]])
     else:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def _trainjob_pod(job: dict[str, Any]) -> dict[str, Any]:
+    """A TrainJob's node pod as the runtime makes it up: the runtime patch's pod, its container
+    given what the trainer section holds apart (image, command, env, resources)."""
+    runtime = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+    (node,) = runtime["replicatedJobs"]
+    pod = copy.deepcopy(node["template"]["spec"]["template"]["spec"])
+    (container,) = pod["containers"]
+    trainer = job["spec"]["trainer"]
+    container.update(
+        image=trainer["image"],
+        command=trainer["command"],
+        env=trainer["env"],
+        resources=trainer["resourcesPerNode"],
+    )
+    return pod
 
 
 def pod_specs(objects: Objects) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -163,6 +184,8 @@ def pod_specs(objects: Objects) -> Iterator[tuple[str, dict[str, Any]]]:
         elif obj["kind"] == "PyTorchJob":
             for replica, spec in obj["spec"]["pytorchReplicaSpecs"].items():
                 yield f"{where}/{replica}", spec["template"]["spec"]
+        elif obj["kind"] == "TrainJob":
+            yield f"{where}/node", _trainjob_pod(obj)
 
 
 def assert_hardened(where: str, pod: dict[str, Any]) -> None:

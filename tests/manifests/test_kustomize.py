@@ -9,6 +9,13 @@ import click
 import jsonschema
 import pytest
 
+from pipelines.deployment import (
+    GPU_NODE_SELECTOR,
+    GPU_TOLERATION,
+    STORE_SECRET,
+    STORE_SECRET_ENV,
+    TRAINER_IMAGE,
+)
 from pipelines.schemas import InvalidResource
 from services.trainer.commands import train
 from services.trainer.recipes import RECIPES
@@ -121,14 +128,13 @@ def test_training_jobs_are_placed_on_a100_with_store_credentials(
     assert "Master" in replicas
     for replica in replicas.values():
         pod = replica["template"]["spec"]
-        assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
-            "tolerations"
-        ]
+        assert pod["nodeSelector"] == GPU_NODE_SELECTOR
+        assert GPU_TOLERATION in pod["tolerations"]
         (container,) = pod["containers"]
         # The training operator configures the container named "pytorch" only.
         assert container["name"] == "pytorch"
-        assert container["command"][:4] == ["torchrun", "--module", "services.trainer", stage]
+        assert container["image"] == TRAINER_IMAGE
+        assert container["command"][:4] == ["torchrun", "-m", "services.trainer", stage]
         gpus = container["resources"]["limits"]["nvidia.com/gpu"]
         assert gpus == pytorchjob["spec"]["nprocPerNode"]
         shm = {vol["name"]: vol for vol in pod["volumes"]}["dshm"]
@@ -140,8 +146,8 @@ def test_training_jobs_are_placed_on_a100_with_store_credentials(
             if "valueFrom" in item
         }
         assert secret_env == {
-            "H2A_STORE_ACCESS_KEY": {"name": "hashtag2action-store", "key": "accesskey"},
-            "H2A_STORE_SECRET_KEY": {"name": "hashtag2action-store", "key": "secretkey"},
+            variable: {"name": STORE_SECRET, "key": key}
+            for key, variable in STORE_SECRET_ENV.items()
         }
     assert ("Worker" in replicas) == (stage == "pretrain")
 
@@ -153,7 +159,7 @@ def test_training_command_parses_with_the_real_trainer_cli(kustomize, checks, jo
         "containers"
     ][0]
     launcher, flag, module, mode, *args = container["command"]
-    assert (launcher, flag, module) == ("torchrun", "--module", "services.trainer")
+    assert (launcher, flag, module) == ("torchrun", "-m", "services.trainer")
     # Parsing only: an unknown flag or mode fails here rather than in a GPU pod.
     command = train.get_command(click.Context(train), mode)
     parsed = command.make_context(mode, args).params
