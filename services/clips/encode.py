@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.common.errors import TooShort
 from services.common.records import ObjectRef, Segment
 from services.common.store import ClipStore
-from services.common.video import write_clip
+from services.common.video import X264_PRESET, write_clip
 from services.persons.detect import PersonResult
 
 __all__ = ["ClipSettings", "choose_segment", "encode_clip"]
@@ -35,7 +35,7 @@ class ClipSettings(BaseSettings):
     short_side: int = Field(default=320, ge=0)
     """Output short side in pixels, aspect kept; 0 keeps the source size."""
     crf: int = Field(default=23, ge=0, le=51)
-    preset: str = "superfast"
+    preset: str = X264_PRESET
     """x264 preset; superfast keeps CABAC and costs about 40% less CPU than veryfast here."""
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from services.common.errors import NoVideoStream, UnreadableVideo
 
 __all__ = [
+    "X264_PRESET",
     "VideoInfo",
     "iter_arrays",
     "iter_frames",
@@ -208,6 +209,11 @@ def _even(value: float) -> int:
     return max(2, round(value / 2) * 2)
 
 
+X264_PRESET = "superfast"
+"""The x264 preset clips are encoded with (``ClipSettings.preset`` says why; ``H2A_CLIPS_PRESET``
+overrides it in the clips service)."""
+
+
 def write_clip(
     source: Path,
     dest: Path,
@@ -215,7 +221,7 @@ def write_clip(
     end_frame: int,
     short_side: int = 320,
     crf: int = 23,
-    preset: str = "veryfast",
+    preset: str = X264_PRESET,
 ) -> int:
     """Re-encode frames ``[start_frame, end_frame)`` of ``source`` to an H.264 mp4.
 
