@@ -2,7 +2,7 @@
 
 Runs the real step (``services.trainer.engine.train_one_epoch``) on in-memory random clips, so
 it measures the model, optimiser and autocast, not the loader. FLOPs are analytic:
-``videomae.forward_macs`` per clip x 2 (FLOPs per MAC) x 3 (forward + backward ~ 3 forwards).
+``flops.forward_macs`` per clip x 2 (FLOPs per MAC) x 3 (forward + backward ~ 3 forwards).
 MFU = achieved FLOP/s / peak FLOP/s; the peak defaults to an H100's dense bf16 989 TFLOP/s on
 CUDA and to a measured fp32 matmul rate on CPU.
 
@@ -22,6 +22,7 @@ import torch
 from services.trainer import videomae
 from services.trainer.data import Batch
 from services.trainer.engine import classify_step_loss, pretrain_step_loss, train_one_epoch
+from services.trainer.flops import forward_macs
 from services.trainer.optim import build_optimizer
 from services.trainer.parallelize import DistInfo, parallelize
 
@@ -81,12 +82,12 @@ def bench(mode: str, args: argparse.Namespace, info: DistInfo, peak_tflops: floa
         masks = torch.stack([torch.stack([tube(gen), cell(gen)]) for _ in range(args.batch)])
         batch = Batch((clips, None, masks, None), [])
         loss_fn = pretrain_step_loss
-        macs = videomae.forward_macs(plain, args.frames, args.img, 0.9, 0.5)
+        macs = forward_macs(plain, args.frames, args.img, 0.9, 0.5)
     else:
         labels = torch.randint(0, 400, (args.batch,))
         batch = Batch((clips, labels, None, None), [])
         loss_fn = classify_step_loss(None, 0.1)
-        macs = videomae.forward_macs(plain, args.frames, args.img)
+        macs = forward_macs(plain, args.frames, args.img)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[args.precision]
     optimizer = build_optimizer(plain, 1e-4, 0.05, (0.9, 0.95))
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)

@@ -2,17 +2,17 @@
 
 Groups: no weight decay on 1-D parameters (norms, biases, ``q_bias``/``v_bias``) and on what the
 model lists in ``no_weight_decay()``; with layer-wise decay each group also carries
-``lr_scale = decay ** (L + 1 - layer_id)`` (layer id: patch_embed 0, block i -> i + 1, the rest
-L + 1), as in BEiT / MAE ``lr_decay.py``.
+``lr_scale = decay ** (L + 1 - layer_id)``, the layer id being ``videomae.layer_id``'s (patch
+embedding 0, block i -> i + 1, the rest L + 1), as in BEiT / MAE ``lr_decay.py``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
-from torch import nn
+
+from services.trainer.videomae import PretrainVisionTransformer, VisionTransformer, layer_id
 
 __all__ = ["build_optimizer", "cosine_lr", "effective_lr", "set_lr"]
 
@@ -22,17 +22,8 @@ def effective_lr(base_lr: float, clips_per_step: int) -> float:
     return base_lr * clips_per_step / 256
 
 
-def _default_layer_id(name: str, num_layers: int) -> int:
-    if name.startswith(("patch_embed", "encoder.patch_embed", "cls_token", "mask_token")):
-        return 0
-    for prefix in ("blocks.", "encoder.blocks."):
-        if name.startswith(prefix):
-            return int(name[len(prefix) :].split(".")[0]) + 1
-    return num_layers + 1
-
-
 def build_optimizer(
-    model: nn.Module,
+    model: VisionTransformer | PretrainVisionTransformer,
     lr: float,
     weight_decay: float,
     betas: tuple[float, float],
@@ -41,23 +32,22 @@ def build_optimizer(
 ) -> torch.optim.AdamW:
     """AdamW over decay / no-decay groups, split further by layer when ``layer_decay < 1``.
 
-    The layer id comes from the model's ``layer_id(name)`` when it has one (the classifier's
-    timm contract), else from the parameter name.
+    Args:
+        model: the plain classifier or pre-training model (not its DDP / compiled wrapper).
+        lr: the initial learning rate; ``set_lr`` sets each step's, times ``lr_scale``.
+        weight_decay: decay of the decayed group.
+        betas: AdamW betas.
+        eps: AdamW eps.
+        layer_decay: layer-wise lr decay; 1 gives every layer the same lr.
     """
-    skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    num_layers = len(getattr(model, "blocks", [])) or len(
-        getattr(getattr(model, "encoder", None), "blocks", [])
-    )
-    layer_of: Callable[[str], int] = getattr(
-        model, "layer_id", lambda name: _default_layer_id(name, num_layers)
-    )
+    skip = model.no_weight_decay()
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         no_decay = param.ndim <= 1 or name.endswith(".bias") or name in skip
-        layer = layer_of(name) if layer_decay < 1 else 0
-        scale = layer_decay ** (num_layers + 1 - layer) if layer_decay < 1 else 1.0
+        layer = layer_id(name, model.depth) if layer_decay < 1 else 0
+        scale = layer_decay ** (model.depth + 1 - layer) if layer_decay < 1 else 1.0
         group = groups.setdefault(
             (layer, no_decay),
             {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale},

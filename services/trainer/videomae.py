@@ -17,7 +17,8 @@ Differences from the reference, on purpose: the sinusoid table is a non-persiste
 of a tensor re-moved on every forward; builders live in a private registry dict, never timm's
 global registry (the reference overwrites timm's image ViTs of the same names); checkpoint surgery
 is one ``checkpoint_filter_fn``. The dual-masking generators live in ``masking.py`` and are
-part of this module's public API.
+part of this module's public API; the Hugging Face ``transformers`` state-dict adapter is
+``hf_adapter.py`` and the analytic FLOP count ``flops.py``.
 """
 
 from __future__ import annotations
@@ -56,13 +57,10 @@ __all__ = [
     "checkpoint_filter_fn",
     "create_classifier",
     "create_pretrain_model",
-    "export_transformers_state_dict",
-    "forward_macs",
-    "import_transformers_state_dict",
+    "layer_id",
     "load_checkpoint",
     "pretrain_loss",
     "sinusoid_table",
-    "transformers_config",
     "video_to_tubes",
 ]
 
@@ -324,19 +322,9 @@ class VisionTransformer(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r"^patch_embed|^pos_embed",
-            blocks=[(r"^blocks\.(\d+)", None), (r"^norm|^fc_norm", (99999,))],
-        )
-
-    def layer_id(self, param_name: str) -> int:
-        """Layer id for layer-wise lr decay: patch_embed 0, block i -> i + 1, the rest L + 1."""
-        name = _strip_prefixes(param_name)
-        if name.startswith(("patch_embed", "pos_embed")):
-            return 0
-        if name.startswith("blocks."):
-            return int(name.split(".")[1]) + 1
-        return self.depth + 1
+        # Everything after the blocks is one last group (the catch-all matches any name), so
+        # timm's layer decay groups parameters exactly as ``layer_id`` numbers them.
+        return dict(stem=_STEM, blocks=_BLOCK, rest=r"")
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -561,6 +549,30 @@ def _strip_prefixes(name: str, prefixes: tuple[str, ...] = _WRAPPER_PREFIXES) ->
     return name
 
 
+# Encoder parameter names (the pre-training model's under ``encoder.``) of the stem and blocks.
+_STEM = r"^(?:encoder\.)?(?:patch_embed|pos_embed)\b"
+_BLOCK = r"^(?:encoder\.)?blocks\.(\d+)\."
+
+
+def layer_id(param_name: str, depth: int) -> int:
+    """The layer of a parameter for layer-wise lr decay (BEiT, MAE ``lr_decay.py``).
+
+    Args:
+        param_name: a name of ``named_parameters()`` of either model, DDP / compile prefixes
+            allowed.
+        depth: the encoder's number of blocks L.
+
+    Returns:
+        0 for the patch embedding and position table, i + 1 for encoder block i, L + 1 for
+        everything after the blocks (norms, head, the pre-training decoder and mask token).
+    """
+    name = _strip_prefixes(param_name)
+    if re.match(_STEM, name):
+        return 0
+    block = re.match(_BLOCK, name)
+    return int(block.group(1)) + 1 if block else depth + 1
+
+
 def video_to_tubes(video: torch.Tensor, tubelet_size: int, patch_size: int) -> torch.Tensor:
     """Cut a clip into tubes in token order.
 
@@ -745,213 +757,6 @@ def load_checkpoint(
     for key, reason in dropped.items():
         _logger.debug("dropped %s: %s", key, reason)
     return LoadReport(missing, unexpected, dropped)
-
-
-# Ours -> Hugging Face transformers VideoMAE (5.x: split qkv, ``query.bias``/``value.bias``,
-# no key bias). Inside a block; q_bias/v_bias map to the split projections' biases.
-_HF_BLOCK_MAP = {
-    "norm1": "layernorm_before",
-    "attn.proj": "attention.output.dense",
-    "norm2": "layernorm_after",
-    "mlp.fc1": "intermediate.dense",
-    "mlp.fc2": "output.dense",
-    "attn.qkv": "attention.attention",
-    "attn.q_bias": "attention.attention.query.bias",
-    "attn.v_bias": "attention.attention.value.bias",
-}
-_HF_STACK_MAP = {
-    "blocks": "videomae.encoder.layer",
-    "encoder.blocks": "videomae.encoder.layer",
-    "decoder.blocks": "decoder.decoder_layers",
-}
-_HF_MODULE_MAP = {
-    "patch_embed.proj": "videomae.embeddings.patch_embeddings.projection",
-    "encoder.patch_embed.proj": "videomae.embeddings.patch_embeddings.projection",
-    "norm": "videomae.layernorm",
-    "encoder.norm": "videomae.layernorm",
-    "fc_norm": "fc_norm",
-    "head": "classifier",
-    "encoder_to_decoder": "encoder_to_decoder",
-    "decoder.norm": "decoder.norm",
-    "decoder.head": "decoder.head",
-}
-_HF_QKV = ("query", "key", "value")
-_BLOCK_MODULE = re.compile(r"^((?:encoder\.|decoder\.)?blocks)\.(\d+)\.(.+)$")
-
-
-def transformers_config(model: nn.Module) -> dict[str, Any]:
-    """Keyword arguments of ``transformers.VideoMAEConfig`` describing ``model``."""
-    pretrain = isinstance(model, PretrainVisionTransformer)
-    enc = model.encoder if pretrain else model
-    blk = enc.blocks[0]
-    cfg: dict[str, Any] = dict(
-        image_size=enc.img_size,
-        patch_size=enc.patch_size,
-        num_channels=enc.patch_embed.proj.in_channels,
-        num_frames=enc.num_frames,
-        tubelet_size=enc.tubelet_size,
-        hidden_size=enc.embed_dim,
-        num_hidden_layers=enc.depth,
-        num_attention_heads=blk.attn.num_heads,
-        intermediate_size=blk.mlp.fc1.out_features,
-        hidden_act="gelu",
-        layer_norm_eps=1e-6,
-        qv_bias=True,
-        use_mean_pooling=isinstance(enc.fc_norm, nn.LayerNorm),
-    )
-    if pretrain:
-        dec = model.decoder.blocks[0]
-        cfg.update(
-            decoder_hidden_size=model.decoder_embed_dim,
-            decoder_num_hidden_layers=len(model.decoder.blocks),
-            decoder_num_attention_heads=dec.attn.num_heads,
-            decoder_intermediate_size=dec.mlp.fc1.out_features,
-            norm_pix_loss=True,
-        )
-    else:
-        cfg["num_labels"] = enc.num_classes
-    return cfg
-
-
-def _to_hf_module(module: str) -> str:
-    match = _BLOCK_MODULE.match(module)
-    if match:
-        stack, idx, inner = match.groups()
-        if inner in _HF_BLOCK_MAP:
-            return f"{_HF_STACK_MAP[stack]}.{idx}.{_HF_BLOCK_MAP[inner]}"
-    elif module in _HF_MODULE_MAP:
-        return _HF_MODULE_MAP[module]
-    raise ValueError(f"{module} has no transformers VideoMAE counterpart")
-
-
-def export_transformers_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict of ``model`` under Hugging Face ``transformers`` VideoMAE names.
-
-    Loads strictly into ``VideoMAEForPreTraining`` (pre-training model) or
-    ``VideoMAEForVideoClassification`` (classifier) built from ``transformers_config(model)``.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        if key == "mask_token":
-            out[key] = value
-        elif key.endswith("attn.qkv.weight"):
-            base = _to_hf_module(key.removesuffix(".weight"))
-            for name, part in zip(_HF_QKV, value.chunk(3, dim=0), strict=True):
-                out[f"{base}.{name}.weight"] = part
-        elif key.endswith(("attn.q_bias", "attn.v_bias")):
-            out[_to_hf_module(key)] = value
-        else:
-            module, _, leaf = key.rpartition(".")
-            out[f"{_to_hf_module(module)}.{leaf}"] = value
-    return out
-
-
-def import_transformers_state_dict(
-    state_dict: Mapping[str, torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """Inverse of ``export_transformers_state_dict``: Hugging Face VideoMAE names to ours.
-
-    Also reads transformers 4.x names (``attention.attention.q_bias``/``v_bias``), the layout
-    of the VideoMAE checkpoints published on the Hugging Face hub.
-    """
-    pretrain = any(k.startswith(("decoder.", "encoder_to_decoder")) for k in state_dict)
-    stacks = {v: k for k, v in _HF_STACK_MAP.items() if k.startswith("encoder.") == pretrain}
-    stacks["decoder.decoder_layers"] = "decoder.blocks"
-    blocks = {v: k for k, v in _HF_BLOCK_MAP.items()}
-    blocks |= {
-        "attention.attention.q_bias": "attn.q_bias",
-        "attention.attention.v_bias": "attn.v_bias",
-    }
-    modules = {
-        v: k for k, v in _HF_MODULE_MAP.items()
-        if k.startswith(("encoder.", "decoder.", "encoder_to")) == pretrain or k == "head"
-    }  # fmt: skip
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        stack = next((s for s in stacks if key.startswith(s + ".")), None)
-        if key == "mask_token":
-            out[key] = value
-        elif stack is not None:
-            idx, _, inner = key.removeprefix(stack + ".").partition(".")
-            prefix = f"{stacks[stack]}.{idx}."
-            module, _, leaf = inner.rpartition(".")
-            name = module.rpartition(".")[2]
-            if module.startswith("attention.attention.") and leaf == "weight":
-                qkv.setdefault(prefix, {})[name] = value  # merged into qkv below
-            elif inner in blocks:
-                out[prefix + blocks[inner]] = value
-            elif module in blocks:
-                out[f"{prefix}{blocks[module]}.{leaf}"] = value
-            else:
-                raise ValueError(f"{key} has no VideoMAE V2 counterpart")
-        else:
-            module, _, leaf = key.rpartition(".")
-            if module not in modules:
-                raise ValueError(f"{key} has no VideoMAE V2 counterpart")
-            out[f"{modules[module]}.{leaf}"] = value
-    for prefix, parts in qkv.items():
-        out[prefix + "attn.qkv.weight"] = torch.cat([parts[n] for n in _HF_QKV], dim=0)
-    return out
-
-
-def _block_macs(blk: nn.Module, tokens: int) -> int:
-    # qkv + proj + the two attention matmuls (q k^T, attn v) + the MLP; norms and softmax
-    # are left out, as fvcore's count that the spec's numbers use.
-    dim = blk.attn.qkv.in_features
-    hidden = blk.mlp.fc1.out_features
-    return tokens * dim * 4 * dim + 2 * tokens * tokens * dim + 2 * tokens * dim * hidden
-
-
-def forward_macs(
-    model_name_or_model: str | nn.Module,
-    num_frames: int = 16,
-    img_size: int = 224,
-    encoder_mask_ratio: float = 0.0,
-    decoder_mask_ratio: float | None = None,
-) -> float:
-    """Analytic multiply-accumulates of one clip's forward pass (fvcore convention).
-
-    A name with ``encoder_mask_ratio`` 0 counts the classifier encoder (ViT-B 16x224: 180.3 G);
-    a pre-training model or ratio > 0 counts encoder on visible tokens + decoder
-    (ViT-B at 0.9: 35.4 G with ``decoder_mask_ratio`` None or 0, 25.8 G at 0.5).
-
-    Args:
-        model_name_or_model: a registry name or a built model (its sizes are read).
-        num_frames: clip frames T.
-        img_size: clip height = width.
-        encoder_mask_ratio: tube-masking ratio.
-        decoder_mask_ratio: running-cell ratio; None or 0 reconstructs every masked token.
-
-    Returns:
-        MACs per clip (multiply by 2 * clips for FLOPs).
-    """
-    model = model_name_or_model
-    if isinstance(model, str):
-        with torch.device("meta"):
-            if encoder_mask_ratio > 0:
-                model = create_pretrain_model(model)
-            else:
-                model = create_classifier(model, num_classes=0)
-    pretrain = isinstance(model, PretrainVisionTransformer)
-    enc = model.encoder if pretrain else model
-    t, side = num_frames // enc.tubelet_size, img_size // enc.patch_size
-    tokens = t * side * side
-    visible = t * (side * side - int(encoder_mask_ratio * side * side))
-    proj = enc.patch_embed.proj
-    macs = tokens * proj.out_channels * proj.in_channels * math.prod(proj.kernel_size)
-    macs += sum(_block_macs(blk, visible) for blk in enc.blocks)
-    if not pretrain:
-        if isinstance(enc.head, nn.Linear):
-            macs += enc.head.in_features * enc.head.out_features
-        return float(macs)
-    kept = (
-        tokens - visible if not decoder_mask_ratio else tokens - round(decoder_mask_ratio * tokens)
-    )
-    macs += visible * model.encoder_to_decoder.in_features * model.encoder_to_decoder.out_features
-    macs += sum(_block_macs(blk, visible + kept) for blk in model.decoder.blocks)
-    macs += kept * model.decoder.head.in_features * model.decoder.head.out_features
-    return float(macs)
 
 
 _Kind = Literal["pretrain", "classifier"]

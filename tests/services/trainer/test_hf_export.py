@@ -7,14 +7,13 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from services.trainer.masking import TubeMasking  # noqa: E402
-from services.trainer.videomae import (  # noqa: E402
-    create_classifier,
-    create_pretrain_model,
+from services.trainer.hf_adapter import (  # noqa: E402
     export_transformers_state_dict,
     import_transformers_state_dict,
     transformers_config,
 )
+from services.trainer.masking import TubeMasking  # noqa: E402
+from services.trainer.videomae import create_classifier, create_pretrain_model  # noqa: E402
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, num_frames=4, img_size=32)
 TINY_DECODER = dict(decoder_embed_dim=16, decoder_num_heads=2, decoder_depth=2)

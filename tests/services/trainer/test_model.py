@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import group_parameters
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from services.trainer.flops import forward_macs
 from services.trainer.masking import RunningCellMasking, TubeMasking
 from services.trainer.videomae import (
     MODEL_NAMES,
     create_classifier,
     create_pretrain_model,
-    forward_macs,
+    layer_id,
     pretrain_loss,
     sinusoid_table,
 )
@@ -235,12 +237,21 @@ def test_classifier_contract() -> None:
 
 
 def test_layer_ids_for_layer_wise_decay() -> None:
-    model = create_classifier("vit_small_patch16_224", 5, **TINY)
-    ids = {name: model.layer_id(name) for name, _ in model.named_parameters()}
-    assert ids["patch_embed.proj.weight"] == 0
+    model = create_classifier("vit_small_patch16_224", 5, **TINY, use_learnable_pos_emb=True)
+    ids = {name: layer_id(name, model.depth) for name, _ in model.named_parameters()}
+    assert ids["patch_embed.proj.weight"] == ids["pos_embed"] == 0
     assert ids["blocks.0.attn.qkv.weight"] == 1 and ids["blocks.1.mlp.fc2.bias"] == 2
     assert ids["fc_norm.weight"] == ids["head.bias"] == 3
-    assert model.layer_id("module._orig_mod.blocks.1.norm1.weight") == 2
+    assert layer_id("module._orig_mod.blocks.1.norm1.weight", model.depth) == 2
+    # timm's layer decay, reading group_matcher, numbers the parameters the same way
+    assert group_parameters(model, model.group_matcher(), reverse=True) == ids
+
+    pretrain = _tiny_pretrain()
+    ids = {name: layer_id(name, pretrain.depth) for name, _ in pretrain.named_parameters()}
+    assert ids["encoder.patch_embed.proj.weight"] == 0
+    assert ids["encoder.blocks.1.attn.proj.weight"] == 2
+    assert ids["encoder.norm.weight"] == ids["decoder.blocks.0.mlp.fc1.weight"] == 3
+    assert ids["mask_token"] == ids["encoder_to_decoder.weight"] == 3
 
 
 def test_activation_checkpointing_gives_the_same_values_and_grads() -> None:
