@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from services.clips.encode import ClipSettings, choose_segment
+from services.clips.encode import ClipSettings
 from services.common.config import StoreSettings
 from services.common.errors import H2AError
 from services.common.samples import SAMPLE_HASHTAGS, sample_video
 from services.common.store import ClipStore
 from services.common.video import iter_frames, read_frames
-from services.ingestion.curate import CurateSettings, LocalStages
+from services.curation.curate import CurateSettings, LocalStages
+from services.curation.segment import choose_segment
 from services.ingestion.sources import SourceItem
 from services.persons.detect import SCORE_FLOOR, PersonSettings, load_model, sample_indices
 

@@ -58,7 +58,8 @@ def curate_shard(
     store_bucket: str,
     clips: Output[Dataset],
 ) -> str:
-    """Ingest -> scenes -> persons -> clip for one shard; returns the shard's dataset name.
+    """Ingest -> scenes -> persons -> clip for one shard, committed to the dataset; returns
+    the dataset's name.
 
     In the cluster the stages are the four gRPC services; with ``launcher="local"`` they run
     in this process.
@@ -88,29 +89,30 @@ def dataset_report(
     report: Output[Markdown],
     counts: Output[Metrics],
 ) -> None:
-    """Merge the shards into the dataset's manifests; the report, its counts and the manifest.
+    """Publish the dataset the shards committed to: the report, its counts and the manifest.
 
-    The manifest's ``folder`` metadata is the dataset's store URI, the trainer's ``--manifest``.
+    ``shards`` (the shards' dataset names) orders this step after all of them. The manifest's
+    ``folder`` metadata is the dataset's store URI, the trainer's ``--manifest``.
     """
     from pathlib import Path
 
-    from pipelines.steps import merge_shards, open_store, report_markdown
-    from services.common.store import ClipStore
+    from pipelines.steps import open_store, publish, report_markdown
+    from services.common.dataset import VIEW_NAMES, Dataset
 
     store = open_store(store_backend, store_root, store_endpoint, store_bucket)
-    manifests = merge_shards(dataset, shards, store)
+    snapshot = publish(dataset, store)
     with open(report.path, "w") as handle:
         handle.write(report_markdown(store, dataset))
-    clip_lines = store.get_lines(ClipStore.manifest_key(dataset, "clips.jsonl"))
-    labels = store.get_json(ClipStore.manifest_key(dataset, "labels.json"))
-    for name in ("review.jsonl", "rejections.jsonl"):
-        lines = store.get_lines(ClipStore.manifest_key(dataset, name))
-        counts.log_metric(name.removesuffix(".jsonl"), len(lines))
-    counts.log_metric("clips", len(clip_lines))
-    counts.log_metric("hashtags", len(labels))
-    store.download(ClipStore.manifest_key(dataset, "pretrain.csv"), Path(manifest.path))
-    folder = manifests["pretrain.csv"].rsplit("/", 1)[0] + "/"
-    manifest.metadata.update(clips=len(clip_lines), folder=folder, manifests=manifests)
+    for name, value in snapshot.counts().items():
+        if isinstance(value, int):
+            counts.log_metric(name, value)
+    target = Dataset(store, dataset)
+    store.download(target.view_key("pretrain.csv"), Path(manifest.path))
+    manifests = {name: target.view_uri(name) for name in VIEW_NAMES}
+    folder = target.folder_uri()
+    manifest.metadata.update(
+        clips=len(snapshot.clips), folder=folder, manifests=manifests, version=snapshot.version
+    )
 
 
 @dsl.component(base_image=SERVICES_IMAGE)

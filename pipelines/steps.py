@@ -32,8 +32,10 @@ from pipelines.launcher import (
     TrainJobRenderer,
 )
 from services.common.config import StoreSettings
-from services.common.errors import InvalidSource, ObjectNotFound
-from services.common.records import ClipRecord, Rejection
+from services.common.dataset import LIST_FOLDER, Dataset, Snapshot, training_lists
+from services.common.errors import InvalidSource, ObjectNotFound, error_from_reason
+from services.common.records import STAGES, Rejection
+from services.common.scratch import scratch_dir
 from services.common.store import ClipStore
 from services.ingestion.sources import expand_source
 from services.trainer.recipes import RECIPES
@@ -43,7 +45,7 @@ from services.trainer.recipes import RECIPES
 if TYPE_CHECKING:
     from kfp.dsl import Model
 
-    from services.ingestion.curate import CurateSummary
+    from services.curation.curate import CurateSummary
 
 __all__ = [
     "IMAGE",
@@ -57,12 +59,11 @@ __all__ = [
     "finetune_recipe",
     "job_name",
     "keep_checkpoint",
-    "merge_shards",
     "model_overrides",
     "open_store",
+    "publish",
     "report_markdown",
     "shard_counts",
-    "shard_dataset",
     "split_sources",
     "store_env",
     "summary_markdown",
@@ -72,9 +73,7 @@ __all__ = [
 IMAGE = SERVICES_IMAGE
 """The project image (the Helm chart's ``image.repository`` at the chart's appVersion)."""
 
-STAGE_SERVICES = {
-    name: f"hashtag2action-{name}:50051" for name in ("ingestion", "scenes", "persons", "clips")
-}
+STAGE_SERVICES = {name: f"hashtag2action-{name}:50051" for name in STAGES}
 """In-cluster addresses of the four services for a Helm release named ``hashtag2action``."""
 
 PRETRAIN_RECIPES = {
@@ -83,7 +82,7 @@ PRETRAIN_RECIPES = {
     "giant": "vit_g_pretrain_1200e",
 }
 
-# Top-1 of /work/shared/specs/videomae-v2.md "Headline results", the seed paper's TikTok rows.
+# Top-1 of the seed paper's TikTok rows (pre-trained on 0.28M TikTok clips; its results table).
 PAPER_RESULTS = {
     "base": {"k400": 81.1, "ssv2": 69.2, "ucf101": 97.5, "hmdb51": 83.9},
     "giant": {"k400": 85.51, "ssv2": 74.27, "ucf101": 99.05, "hmdb51": 86.08},
@@ -92,6 +91,7 @@ PAPER_RESULTS = {
 # The synthetic benchmark (services.trainer.synthetic) matches the tiny recipes' 8 frames at
 # stride 2 on 64x64 frames.
 _SYNTHETIC = {"num_frames": 16, "size": 64, "seed": 0}
+_BENCHMARK_SPLITS = ("train", "val", "test", "labels")
 
 
 def open_store(backend: str, root: str, endpoint: str, bucket: str) -> ClipStore:
@@ -151,11 +151,6 @@ def split_sources(source: str, hashtags: str, shards: int, store: ClipStore) -> 
     return keys
 
 
-def shard_dataset(dataset: str, shard_key: str) -> str:
-    """The dataset one shard curates into; ``merge_shards`` folds it into ``dataset``."""
-    return f"{dataset}.{Path(shard_key).stem[:12]}"
-
-
 def curate_one_shard(
     shard_key: str,
     dataset: str,
@@ -164,22 +159,35 @@ def curate_one_shard(
     workers: int = 2,
     deadline_s: float = 600.0,
 ) -> CurateSummary:
-    """Curate one shard manifest through the four stages into its own shard dataset.
+    """Curate one shard manifest through the four stages into the dataset.
 
-    Shards write separate manifests because curation merges manifests by read-modify-write in
-    the store: concurrent shards writing one dataset would lose each other's lines.
+    Shards commit into the one dataset concurrently (each commit is a new part, see
+    ``services.common.dataset``) and do not publish: ``publish`` does, once, after all shards.
 
     Args:
         services: stage name -> ``host:port`` of the gRPC services; None runs them in-process.
-    """
-    from services.ingestion.curate import CurateSettings, build_stages, curate
 
-    name = shard_dataset(dataset, shard_key)
-    settings = CurateSettings(dataset=name, workers=workers)
+    Raises:
+        H2AError: the retryable error of sources that broke off (their outcomes are not
+            recorded): the step fails after committing the rest, and KFP's retry redoes them.
+    """
+    from services.curation.curate import CurateSettings, build_stages, curate
+
+    settings = CurateSettings(dataset=dataset, workers=workers)
     stages = build_stages(settings, store, services or None, deadline_s)
-    with tempfile.TemporaryDirectory(prefix="h2a-shard-") as folder:
+    with scratch_dir("shard") as folder:
         manifest = store.download(shard_key, Path(folder) / "shard.jsonl")
-        return curate(str(manifest), stages, store, name, workers=workers, progress=False)
+        summary = curate(
+            str(manifest), stages, store, dataset, workers=workers, progress=False, publish=False
+        )
+    if summary.failed:
+        first = summary.failed[0]
+        raise error_from_reason(
+            first.reason,
+            f"{len(summary.failed)} sources of shard {shard_key} left for a retry; first: "
+            f"{first.source}: {first.detail}",
+        )
+    return summary
 
 
 def shard_counts(summary: CurateSummary) -> dict[str, Any]:
@@ -187,44 +195,34 @@ def shard_counts(summary: CurateSummary) -> dict[str, Any]:
     failed = Counter(r.stage for r in summary.results if isinstance(r, Rejection))
     counts: dict[str, Any] = {
         "videos": summary.videos,
-        "clips": summary.videos - sum(failed.values()),
+        "clips": summary.clips,
         "review": summary.review,
         "rejected": summary.rejected,
         "reasons": summary.reasons,
     }
     passed = summary.videos
-    for stage in ("ingestion", "scenes", "persons", "clips"):
+    for stage in STAGES:
         passed -= failed.get(stage, 0)
         counts[f"passed_{stage}"] = passed
     return counts
 
 
-def merge_shards(dataset: str, shards: list[str], store: ClipStore) -> dict[str, str]:
-    """Fold the shard datasets into ``dataset``'s manifests and write its report.
+def publish(dataset: str, store: ClipStore) -> Snapshot:
+    """Publish the dataset's lists and report from everything the shards committed."""
+    from services.curation.curate import publish_dataset
 
-    Returns:
-        Manifest name -> store URI, plus ``report.md``.
-    """
-    from services.ingestion.curate import write_manifests
-    from services.ingestion.report import write_report
-
-    results: list[ClipRecord | Rejection] = []
-    for shard in shards:
-        for line in store.get_lines(ClipStore.manifest_key(shard, "clips.jsonl")):
-            results.append(ClipRecord.from_json(line))
-        for name in ("review.jsonl", "rejections.jsonl"):
-            for line in store.get_lines(ClipStore.manifest_key(shard, name)):
-                results.append(Rejection.from_json(line))
-    manifests, _ = write_manifests(store, dataset, results)
-    return {**manifests, "report.md": write_report(store, dataset).uri}
+    return publish_dataset(store, dataset)
 
 
 def report_markdown(store: ClipStore, dataset: str) -> str:
     """The dataset report with its plots inlined, so the KFP UI shows it without the store."""
-    text = store.get_text(ClipStore.manifest_key(dataset, "report.md"))
+    from services.curation.report import REPORT_NAME
+
+    target = Dataset(store, dataset)
+    text = store.get_text(target.view_key(REPORT_NAME))
 
     def inline(match: re.Match[str]) -> str:
-        data = store.get_bytes(ClipStore.manifest_key(dataset, match.group(2)))
+        data = store.get_bytes(target.view_key(match.group(2)))
         return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(data).decode()})"
 
     return re.sub(r"!\[([^\]]*)\]\((plots/[^)]+\.png)\)", inline, text)
@@ -257,40 +255,43 @@ def benchmark_lists(benchmark: str, root: str, store: ClipStore, per_class: int)
     """Store URIs of a benchmark's ``train``/``val``/``test`` lists and ``labels``.
 
     ``synthetic`` is generated (``services.trainer.synthetic``) and uploaded under
-    ``{root}/synthetic/``; any other benchmark must already be in the store as VideoMAE lists
-    ``{root}/{benchmark}/{train,val,test}.csv`` (``path label`` lines) plus ``classInd.txt``.
+    ``{root}/synthetic-{per_class}/``; any other benchmark must already be in the store as a
+    folder of VideoMAE lists ``{root}/{benchmark}/`` (``LIST_FOLDER`` names: ``train.csv``,
+    ``val.csv``, ``test.csv`` with ``path label`` lines, and ``classInd.txt`` or
+    ``labels.json``).
     """
 
     if benchmark == "synthetic":
         return _upload_synthetic(f"{root}/synthetic-{per_class}", store, per_class)
-    names = {"train": "train.csv", "val": "val.csv", "test": "test.csv", "labels": "classInd.txt"}
-    lists = {}
-    for split, name in names.items():
-        key = f"{root}/{benchmark}/{name}"
-        if not store.exists(key):
-            raise ObjectNotFound(f"benchmark {benchmark!r} has no {key} in the store", key=key)
-        lists[split] = store.uri(key)
+    folder = f"{root}/{benchmark}/"
+    lists = training_lists(folder, "finetune", store)
+    missing = [split for split in _BENCHMARK_SPLITS if split not in lists]
+    if missing:
+        raise ObjectNotFound(
+            f"benchmark {benchmark!r} has no {', '.join(missing)} list in {folder} of the store",
+            key=folder,
+        )
     return lists
 
 
 def _upload_synthetic(prefix: str, store: ClipStore, per_class: int) -> dict[str, str]:
     from services.trainer.synthetic import write_moving_shapes
 
-    with tempfile.TemporaryDirectory(prefix="h2a-synthetic-") as folder:
+    with scratch_dir("synthetic") as folder:
         files = write_moving_shapes(Path(folder), per_class=per_class, **_SYNTHETIC)
         uris = {
             str(path): store.put_file(f"{prefix}/videos/{path.name}", path).uri
             for path in sorted(Path(files["videos"]).glob("*.mp4"))
         }
-        lists = {}
         for split in ("train", "val", "test"):
             lines = []
             for line in files[split].read_text().splitlines():
                 path, label = line.rsplit(" ", 1)
                 lines.append(f"{uris[path]} {label}")
-            lists[split] = store.put_lines(f"{prefix}/{split}.csv", lines).uri
-        lists["labels"] = store.put_file(f"{prefix}/classInd.txt", files["classes"]).uri
-    return lists
+            store.put_lines(f"{prefix}/{LIST_FOLDER[split][0]}", lines)
+        # classInd.txt: the class names by 1-based index, as UCF101 ships them.
+        store.put_file(f"{prefix}/{LIST_FOLDER['labels'][1]}", files["classes"])
+    return training_lists(f"{prefix}/", "finetune", store)
 
 
 def _run_folder(run: str) -> str:

@@ -12,7 +12,8 @@ import click
 
 # command name -> ("module:attribute", one-line help shown by `h2a --help`)
 _COMMANDS = {
-    "curate": ("services.ingestion.commands:curate", "Curate videos into action clips."),
+    "curate": ("services.curation.commands:curate", "Curate videos into action clips."),
+    "dataset": ("services.curation.commands:dataset", "Inspect, publish and compact datasets."),
     "demo": ("pipelines.commands:demo", "Run the whole pipeline locally on sample videos."),
     "pipeline": ("pipelines.commands:pipeline", "Compile, submit or run the Kubeflow pipeline."),
     "train": ("services.trainer.commands:train", "Pre-train, fine-tune and evaluate VideoMAE V2."),

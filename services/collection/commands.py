@@ -221,7 +221,7 @@ def store() -> None:
 @store.command()
 @click.option("--source", "sources", multiple=True, required=True, help="Source id (repeatable).")
 def purge(sources: tuple[str, ...]) -> None:
-    """Delete sources everywhere: raw video, metadata, clips, manifest and review lines."""
+    """Delete sources everywhere: raw video, metadata, clips, dataset records, state lines."""
     from services.collection.retention import purge_source
     from services.common.store import ClipStore
 
@@ -259,6 +259,8 @@ def _show_purges(console: Console, reports: list[PurgeReport]) -> None:
         console.print(f"source {report.source_id}:")
         for key in report.deleted:
             console.print(f"  deleted {key}")
+        for name, count in report.records.items():
+            console.print(f"  removed {count} record(s) from dataset {name}")
         for key, count in report.lines.items():
             console.print(f"  removed {count} line(s) from {key}")
 

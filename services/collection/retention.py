@@ -3,36 +3,32 @@
 The paper deleted all data after training. A source (``source_id`` = sha256 of its raw video)
 leaves traces in several places, all removed by ``purge_source``:
 
-* objects: ``raw/{source_id}.*``, ``meta/{source_id}.json``, ``clips/{source_id}/...``;
-* dataset manifests, in every ``manifests/{dataset}/``: ``pretrain.csv`` and ``train.csv`` lines
-  whose clip URI is one of its clips, ``clips.jsonl`` records, ``review.jsonl`` and
-  ``rejections.jsonl`` lines with its ``source_id`` (or, for failures before a source id existed,
-  its location);
-* collection state: ``state/collect/**.jsonl`` lines naming its location.
+* its records in every dataset: clips, review and rejection entries and failed attempts with its
+  ``source_id`` (or, for failures before a source id existed, its location), purged through the
+  dataset owner (``Dataset.purge``: the parts holding them are compacted away, not hidden), then
+  the dataset's lists and report are published again;
+* collection state: ``state/collect/**.jsonl`` lines naming its location;
+* its objects (``ClipStore.source_objects``): clips, metadata, raw video.
 
-Manifests are rewritten first, whole and atomically (``ClipStore.put_lines``), then the objects
-are deleted, so a purge stopped half-way never leaves a manifest line pointing at a deleted clip.
-``labels.json`` (hashtag -> label) holds no per-source data and is kept, as is ``report.md``, an
-aggregate the next curate run rewrites.
+Records go first, then the objects, so a purge stopped half-way never leaves a record pointing at
+a deleted clip, and the next purge of the same id finishes the job. Labels (hashtag -> index)
+hold no per-source data and are kept.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePosixPath
 from typing import Any
 
-from services.common.errors import InvalidKey
-from services.common.records import ClipRecord
+from services.common.dataset import Dataset
+from services.common.records import ClipRecord, Outcome
 from services.common.store import ClipStore
 
 __all__ = [
     "PurgeReport",
-    "dataset_names",
     "provenance",
     "purge_older_than",
     "purge_source",
@@ -41,26 +37,22 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-_CLIP_LISTS = ("pretrain.csv", "train.csv")
-_REJECTION_LISTS = ("review.jsonl", "rejections.jsonl")
+_COLLECT_STATE = "collect"
 
 
 @dataclass(frozen=True, slots=True)
 class PurgeReport:
-    """What a purge removed: deleted object keys and the lines dropped per manifest key."""
+    """What a purge removed: deleted object keys, the records (inputs) removed per dataset and
+    the lines dropped per collection-state object."""
 
     source_id: str
     deleted: tuple[str, ...] = ()
+    records: dict[str, int] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not self.deleted and not self.lines
-
-
-def dataset_names(store: ClipStore) -> list[str]:
-    """Every dataset with manifests in the store."""
-    return sorted({key.split("/")[1] for key in store.list("manifests/") if key.count("/") >= 2})
+        return not self.deleted and not self.records and not self.lines
 
 
 def _meta(store: ClipStore, source_id: str) -> dict[str, Any]:
@@ -74,10 +66,15 @@ def _locations(meta: dict[str, Any]) -> set[str]:
     return {value for value in found if isinstance(value, str) and value}
 
 
-def _rewrite(store: ClipStore, key: str, drop: Callable[[str], bool]) -> int:
-    """Rewrite ``key`` without the lines ``drop`` selects; the number dropped."""
+def _rewrite_state(store: ClipStore, key: str, locations: set[str]) -> int:
+    """Rewrite a collection-state list without the lines naming ``locations``."""
     lines = store.get_lines(key)
-    kept = [line for line in lines if not drop(line)]
+    items = [json.loads(line) for line in lines]
+    kept = [
+        line
+        for line, item in zip(lines, items, strict=True)
+        if not locations & {item.get("url"), item.get("page_url")}
+    ]
     if len(kept) != len(lines):
         store.put_lines(key, kept)
     return len(lines) - len(kept)
@@ -93,54 +90,33 @@ def purge_source(store: ClipStore, source_id: str) -> PurgeReport:
     Returns:
         What was removed; empty when the store held nothing of that source.
     """
-    meta_key = ClipStore.meta_key(source_id)  # validates the id as a key part
-    clip_prefix = f"clips/{source_id}/"
+    from services.curation.curate import publish_dataset
+
+    ClipStore.meta_key(source_id)  # validates the id as a key part
     locations = _locations(_meta(store, source_id))
 
-    def clip_line(line: str) -> bool:
-        try:
-            return store.key_from_uri(line.split(" ", 1)[0]).startswith(clip_prefix)
-        except InvalidKey:
-            return False  # a clip of another store: not ours to judge
+    def selected(outcome: Outcome) -> bool:
+        own = getattr(outcome, "source_id", "")
+        return own == source_id or (not own and outcome.source in locations)
 
-    def record_line(line: str) -> bool:
-        return json.loads(line).get("source_id") == source_id
-
-    def rejection_line(line: str) -> bool:
-        rejection = json.loads(line)  # Rejection fields, read loosely: newer lines may add some
-        return rejection.get("source_id") == source_id or (
-            not rejection.get("source_id") and rejection.get("source") in locations
-        )
-
-    def state_line(line: str) -> bool:
-        item = json.loads(line)
-        return bool(locations & {item.get("url"), item.get("page_url")})
-
+    records: dict[str, int] = {}
+    for name in Dataset.names(store):
+        if removed := Dataset(store, name).purge(selected):
+            records[name] = len(removed)
+            publish_dataset(store, name)
     dropped: dict[str, int] = {}
-    for dataset in dataset_names(store):
-        rules = [(name, clip_line) for name in _CLIP_LISTS]
-        rules += [("clips.jsonl", record_line)]
-        rules += [(name, rejection_line) for name in _REJECTION_LISTS]
-        for name, drop in rules:
-            key = ClipStore.manifest_key(dataset, name)
-            if count := _rewrite(store, key, drop):
-                dropped[key] = count
     if locations:
-        for key in store.list("state/collect/"):
-            if key.endswith(".jsonl") and (count := _rewrite(store, key, state_line)):
+        for key in store.list(store.state_prefix(_COLLECT_STATE)):
+            if key.endswith(".jsonl") and (count := _rewrite_state(store, key, locations)):
                 dropped[key] = count
-    # Listing is by prefix: keep only this id's raw object, never another id it prefixes.
-    raw = [key for key in store.list(f"raw/{source_id}") if PurePosixPath(key).stem == source_id]
-    objects = [*store.list(clip_prefix), meta_key, *raw]
     deleted = []
-    for key in objects:
-        if store.exists(key):
-            store.delete(key)
-            deleted.append(key)
-    report = PurgeReport(source_id, tuple(deleted), dropped)
+    for key in store.source_objects(source_id):
+        store.delete(key)
+        deleted.append(key)
+    report = PurgeReport(source_id, tuple(deleted), records, dropped)
     _logger.info(
-        "purged source: %d objects, %d manifest lines",
-        len(deleted), sum(dropped.values()),
+        "purged source: %d objects, %d records, %d state lines",
+        len(deleted), sum(records.values()), sum(dropped.values()),
         extra={"source_id": source_id, "stage": "retention"},
     )  # fmt: skip
     return report
@@ -161,8 +137,8 @@ def _parse_time(text: Any) -> datetime | None:
 def source_times(store: ClipStore) -> dict[str, datetime | None]:
     """When each known source entered the store: the earliest timestamp any record gives.
 
-    Sources: ``meta/`` objects, ``clips/`` folders and records of every dataset. Times come from
-    the metadata (``created_at``, or the collection's ``collected_at``) and from the clip,
+    Sources: ``meta/`` objects, ``clips/`` folders and the records of every dataset. Times come
+    from the metadata (``created_at``, or the collection's ``collected_at``) and from the clip,
     review and rejection records' ``created_at``. None when nothing dates a source.
     """
     times: dict[str, list[datetime]] = {}
@@ -173,20 +149,15 @@ def source_times(store: ClipStore) -> dict[str, datetime | None]:
             if (parsed := _parse_time(moment)) is not None:
                 times[source_id].append(parsed)
 
-    for key in store.list("meta/"):
-        source_id = key.removeprefix("meta/").removesuffix(".json")
-        meta = store.get_json(key)
+    for source_id in store.meta_source_ids():
+        meta = store.get_json(ClipStore.meta_key(source_id))
         note(source_id, meta.get("created_at") or (meta.get("metadata") or {}).get("collected_at"))
-    for key in store.list("clips/"):
-        note(key.split("/")[1], None)
-    for dataset in dataset_names(store):
-        for line in store.get_lines(ClipStore.manifest_key(dataset, "clips.jsonl")):
-            record = json.loads(line)
-            note(record.get("source_id", ""), record.get("created_at"))
-        for name in _REJECTION_LISTS:
-            for line in store.get_lines(ClipStore.manifest_key(dataset, name)):
-                rejection = json.loads(line)
-                note(rejection.get("source_id", ""), rejection.get("created_at"))
+    for source_id in store.clip_source_ids():
+        note(source_id, None)
+    for name in Dataset.names(store):
+        snapshot = Dataset(store, name).snapshot()
+        for record in (*snapshot.clips, *snapshot.review, *snapshot.rejections):
+            note(record.source_id, record.created_at)
     return {source_id: min(found) if found else None for source_id, found in times.items()}
 
 
@@ -227,16 +198,15 @@ def provenance(
         clip_key: select this clip (a key ``clips/...`` or its URI).
 
     Returns:
-        ``(dataset, record)`` pairs in manifest order.
+        ``(dataset, record)`` pairs, datasets by name, records in commit order.
     """
     if clip_key is not None and "://" in clip_key:
         clip_key = store.key_from_uri(clip_key)
     found = []
-    for dataset in dataset_names(store):
-        for line in store.get_lines(ClipStore.manifest_key(dataset, "clips.jsonl")):
-            record = ClipRecord.from_json(line)
+    for name in Dataset.names(store):
+        for record in Dataset(store, name).snapshot().clips:
             if (source_id is None or record.source_id == source_id) and (
                 clip_key is None or record.clip.key == clip_key
             ):
-                found.append((dataset, record))
+                found.append((name, record))
     return found

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ConfigError",
+    "DeadlineExceeded",
     "DownloadFailed",
     "FilteredOut",
     "H2AError",
@@ -22,6 +23,7 @@ __all__ = [
     "NoVideoStream",
     "ObjectNotFound",
     "QuotaExceeded",
+    "ServiceUnavailable",
     "SourceNotFound",
     "SourceTooLarge",
     "StoreUnavailable",
@@ -128,6 +130,22 @@ class IntegrityError(H2AError):
 class StoreUnavailable(H2AError):
     reason = "STORE_UNAVAILABLE"
     grpc_status = "UNAVAILABLE"
+    retryable = True
+
+
+class ServiceUnavailable(H2AError):
+    """A stage service could not be reached or failed without saying why (down, restarting)."""
+
+    reason = "SERVICE_UNAVAILABLE"
+    grpc_status = "UNAVAILABLE"
+    retryable = True
+
+
+class DeadlineExceeded(H2AError):
+    """A stage service did not answer within the call's deadline."""
+
+    reason = "DEADLINE_EXCEEDED"
+    grpc_status = "DEADLINE_EXCEEDED"
     retryable = True
 
 

@@ -11,7 +11,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["ClipRecord", "ObjectRef", "Rejection", "Segment", "utc_now"]
+__all__ = [
+    "STAGES",
+    "ClipRecord",
+    "FailedAttempt",
+    "ObjectRef",
+    "Outcome",
+    "Rejection",
+    "Segment",
+    "utc_now",
+]
+
+STAGES = ("ingestion", "scenes", "persons", "clips")
+"""The curation stages in the order a source passes them; each is one gRPC service."""
 
 
 def utc_now() -> str:
@@ -81,6 +93,27 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """A source whose processing broke off on a retryable failure (a store or service that was
+    unavailable, a deadline, a download that failed): not a verdict on the video, so it is not a
+    rejection; the next run tries the source again."""
+
+    source: str
+    stage: str
+    reason: str
+    detail: str
+    source_id: str = ""
+    created_at: str = field(default_factory=utc_now)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, line: str) -> FailedAttempt:
+        return cls(**json.loads(line))
+
+
+@dataclass(frozen=True, slots=True)
 class ClipRecord:
     """A curated clip with its full provenance; one JSON line in ``clips.jsonl``.
 
@@ -113,3 +146,7 @@ class ClipRecord:
         data["clip"] = ObjectRef(**data["clip"])
         data["person_scores"] = tuple(data.get("person_scores", ()))
         return cls(**data)
+
+
+Outcome = ClipRecord | Rejection | FailedAttempt
+"""What one source's run through the stages ends in."""

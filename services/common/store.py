@@ -70,8 +70,10 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-LAYOUT_PREFIXES = ("raw/", "meta/", "clips/", "manifests/", "models/", "checkpoints/", "state/")
-"""Top-level folders the store writes; an object in them without a recorded sum is absent."""
+LAYOUT_PREFIXES = ("raw/", "meta/", "clips/", "manifests/", "checkpoints/", "state/")
+"""Top-level folders only the store writes; an object in them without a recorded sum is absent.
+``models/`` is not one: people upload detector weights there with their own tools, so weights are
+verified when they carry a sum and read as they are otherwise."""
 
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-=+]*)*$")
 _CHUNK = 1 << 20
@@ -700,12 +702,14 @@ class ClipStore:
 
     @property
     def repairs(self) -> tuple[str, ...]:
-        """Keys ``put_file`` found corrupted and rewrote, not drained yet."""
+        """Keys ``put_file`` found corrupted and rewrote (or ``quarantine`` set aside), not
+        drained yet."""
         with self._repairs_lock:
             return tuple(self._repairs)
 
     def drain_repairs(self) -> list[str]:
-        """The keys ``put_file`` repaired since the last call, oldest first; clears them.
+        """The keys ``put_file`` repaired (or ``quarantine`` set aside) since the last call,
+        oldest first; clears them.
 
         Returns:
             Repaired keys (a key repaired twice appears twice).
@@ -738,6 +742,7 @@ class ClipStore:
 
         The moved copy records the sum of the bytes it really has, so it reads back for
         inspection; the original key becomes absent and its next writer starts afresh.
+        ``drain_repairs`` reports the key like a repaired one.
 
         Args:
             key: the object to set aside.
@@ -756,6 +761,8 @@ class ClipStore:
             self.transport.get_file(key, copy)  # unverified on purpose: it is the evidence
             ref = self.put_file(_validate_key(dest), copy)
         self.transport.delete(key)
+        with self._repairs_lock:
+            self._repairs.append(key)
         return ref
 
     # --- reads --------------------------------------------------------------------------

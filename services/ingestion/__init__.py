@@ -1,1 +1,1 @@
-"""Ingestion and the curation driver: sources in, clips, manifests and a report out."""
+"""The Ingestion stage: sources in, raw videos and their metadata records out."""

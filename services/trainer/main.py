@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Subset
 from tqdm import tqdm
 
+from services.common.dataset import training_lists
 from services.common.errors import ConfigError
 from services.common.logs import RankFilter
 from services.common.records import Rejection
@@ -90,25 +91,13 @@ class RunResult:
 
 
 def _manifest_fields(mode: str, manifest: str, store: ClipStore) -> list[str]:
-    """Overrides naming a dataset's lists: a folder (local, store key or URI ending in ``/``)
-    gives its pretrain.csv or train.csv, val.csv, test.csv and labels.json/classInd.txt."""
+    """Overrides naming a run's lists: a list file, or a folder of lists (a published dataset,
+    a benchmark's lists; local, a store key or URI ending in ``/``) read through the dataset
+    owner's ``training_lists``."""
     if not manifest.endswith("/") and not Path(manifest).is_dir():
         return [f"data.train={manifest}"]
-    folder = manifest.rstrip("/")
-
-    def exists(name: str) -> str:
-        if Path(folder).is_dir():
-            return str(Path(folder, name)) if Path(folder, name).is_file() else ""
-        key = store.key_from_uri(f"{folder}/{name}") if "://" in folder else f"{folder}/{name}"
-        return f"{folder}/{name}" if store.exists(key) else ""
-
-    fields = {
-        "train": (exists("pretrain.csv") if mode == "pretrain" else "") or exists("train.csv"),
-        "val": exists("val.csv"),
-        "test": exists("test.csv"),
-        "labels": exists("labels.json") or exists("classInd.txt"),
-    }
-    return [f"data.{name}={value}" for name, value in fields.items() if value]
+    lists = training_lists(manifest, mode, store)
+    return [f"data.{split}={location}" for split, location in lists.items()]
 
 
 def resolve_config(

@@ -1,4 +1,5 @@
-"""A full curate over the four gRPC services writes the manifest the in-process run writes."""
+"""A full curate over the four gRPC services records what the in-process run records; a dead
+service leaves its sources for a retry instead of aborting the run."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.common.errors import SourceNotFound, UnreadableVideo
+from services.common.dataset import Dataset
+from services.common.errors import (
+    DeadlineExceeded,
+    ServiceUnavailable,
+    SourceNotFound,
+    UnreadableVideo,
+)
 from services.common.grpc_runtime import GrpcServer
+from services.common.records import STAGES
 from services.common.store import ClipStore
-from services.ingestion.curate import CurateSettings, LocalStages, curate
-from services.ingestion.grpc_stages import GrpcStages
+from services.curation.curate import CurateSettings, LocalStages, curate
+from services.curation.grpc_stages import GrpcStages
 from services.ingestion.sources import SourceItem
 
 
@@ -122,12 +130,39 @@ def test_grpc_stages_raise_the_typed_errors(engine: dict[str, GrpcServer], tmp_p
     assert "gone.mp4" in caught.value.detail
 
 
-def test_grpc_stages_fail_loudly_when_a_service_is_down(tmp_path: Path) -> None:
+def test_a_dead_service_is_a_retryable_error_naming_it(tmp_path: Path) -> None:
     # A refused connection says nothing about the video: it must not become a rejection.
-    addresses = dict.fromkeys(("ingestion", "scenes", "persons", "clips"), "127.0.0.1:9")
+    addresses = dict.fromkeys(STAGES, "127.0.0.1:9")
     with (
         GrpcStages.from_addresses(addresses, deadline_s=1) as stages,
-        pytest.raises(grpc.RpcError) as caught,
+        pytest.raises((ServiceUnavailable, DeadlineExceeded)) as caught,
     ):
         stages.ingest(SourceItem(str(tmp_path / "a.mp4"), "x", {}))
-    assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert caught.value.retryable and "ingestion service at 127.0.0.1:9" in caught.value.detail
+    assert isinstance(caught.value.__cause__, grpc.RpcError)
+
+
+def test_a_service_down_mid_run_leaves_its_sources_for_the_next_run(
+    engine: dict[str, GrpcServer], engine_store: ClipStore, tmp_path: Path, carphone: Path
+) -> None:
+    rows = [
+        {"url": str(carphone), "hashtag": "talking"},
+        {"url": str(tmp_path / "gone.mp4"), "hashtag": "talking"},
+    ]
+    manifest = tmp_path / "sources.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    addresses = {name: f"127.0.0.1:{server.port}" for name, server in engine.items()}
+    with GrpcStages.from_addresses({**addresses, "persons": "127.0.0.1:9"}, 2) as stages:
+        broken = curate(str(manifest), stages, engine_store, "outage", progress=False)
+    (attempt,) = broken.failed
+    assert (Path(attempt.source).name, attempt.stage) == ("carphone_pristine.mp4", "persons")
+    snapshot = Dataset(engine_store, "outage").snapshot()
+    # What the run did before the service failed is kept: the missing file's rejection.
+    assert [Path(r.source).name for r in snapshot.rejections] == ["gone.mp4"]
+    assert [Path(p.source).name for p in snapshot.pending] == ["carphone_pristine.mp4"]
+    with GrpcStages.from_addresses(addresses, 120) as stages:
+        healed = curate(str(manifest), stages, engine_store, "outage", progress=False)
+    assert not healed.failed and healed.clips == 1
+    snapshot = Dataset(engine_store, "outage").snapshot()
+    assert [Path(c.source).name for c in snapshot.clips] == ["carphone_pristine.mp4"]
+    assert not snapshot.pending and len(snapshot.rejections) == 1

@@ -19,7 +19,7 @@ from services.collection.planning import HashtagPlan, PlannedTag
 from services.collection.research_api import ResearchClient, collect
 from services.collection.retention import purge_source
 from services.common.errors import ConfigError, InvalidSource, SourceNotFound
-from services.ingestion.curate import LocalStages, curate
+from services.curation.curate import LocalStages, curate
 from services.ingestion.sources import IngestSettings, expand_source, ingest
 
 from .conftest import make_videos

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from services.cli import main
 from services.collection.retention import provenance, purge_older_than, purge_source
 from services.common.config import StoreSettings
+from services.common.dataset import Dataset
 from services.common.records import ClipRecord, Rejection
 from services.common.store import ClipStore, file_sha256
 
@@ -71,33 +72,26 @@ def populated(store_settings: StoreSettings, carphone: Path) -> tuple[ClipStore,
         _source(local_store, carphone, "archery", NEW, 1),
     ]
     datasets = {"main": sources, "extra": sources[:2]}
-    for dataset, members in datasets.items():
-        records = [r for s in members for r in s["records"]]
-        labels = {tag: i for i, tag in enumerate(sorted({r.hashtag for r in records}))}
-
-        def key(name: str, dataset: str = dataset) -> str:
-            return ClipStore.manifest_key(dataset, name)
-
-        local_store.put_lines(key("clips.jsonl"), (r.to_json() for r in records))
-        local_store.put_lines(key("pretrain.csv"), (f"{r.clip.uri} 0 -1" for r in records))
-        local_store.put_lines(
-            key("train.csv"), (f"{r.clip.uri} {labels[r.hashtag]}" for r in records)
-        )
-        local_store.put_json(key("labels.json"), labels)
+    for name, members in datasets.items():
+        dataset = Dataset(local_store, name)
+        # An earlier run: failed before ingestion (no source id yet, only its location).
+        dataset.add(
+            [
+                Rejection(members[0]["location"], "ingestion", "DOWNLOAD_FAILED", "x",
+                          created_at=OLD),
+                Rejection("https://elsewhere.example/v.mp4", "ingestion", "TOO_SHORT", "y",
+                          created_at=NEW),
+            ]
+        )  # fmt: skip
         review = [
-            Rejection(s["location"], "persons", "TOO_FEW_PERSON_FRAMES", "2/10", s["id"],
-                      {"frame_indices": [0, 5], "scores": [0.1, 0.9]},
+            # The same video found again under another URL, with too few person frames.
+            Rejection(f"{s['location']}?again", "persons", "TOO_FEW_PERSON_FRAMES", "2/10",
+                      s["id"], {"frame_indices": [0, 5], "scores": [0.1, 0.9]},
                       created_at=s["records"][0].created_at)
             for s in members
         ]  # fmt: skip
-        rejections = [
-            # Failed before ingestion: no source id yet, only its location.
-            Rejection(members[0]["location"], "ingestion", "DOWNLOAD_FAILED", "x", created_at=OLD),
-            Rejection("https://elsewhere.example/v.mp4", "ingestion", "TOO_SHORT", "y",
-                      created_at=NEW),
-        ]  # fmt: skip
-        local_store.put_lines(key("review.jsonl"), (r.to_json() for r in review))
-        local_store.put_lines(key("rejections.jsonl"), (r.to_json() for r in rejections))
+        dataset.add([*(r for s in members for r in s["records"]), *review])
+        dataset.publish()
     state = [{"url": s["location"], "hashtag": s["tag"]} for s in sources]
     local_store.put_lines(
         ClipStore.state_key("collect/plan/all.jsonl"), (json.dumps(line) for line in state)
@@ -106,15 +100,26 @@ def populated(store_settings: StoreSettings, carphone: Path) -> tuple[ClipStore,
 
 
 def _everything(store: ClipStore) -> str:
-    """Every key and every manifest/state line of the store, as one text."""
+    """Every key and every dataset/state text object of the store, as one text."""
     keys = store.list()
-    texts = [store.get_text(k) for k in keys if k.startswith(("manifests/", "state/"))]
+    texts = [
+        store.get_text(k)
+        for k in keys
+        if k.startswith(("manifests/", "state/")) and not k.endswith(".png")
+    ]
     return "\n".join(keys + texts)
+
+
+_LISTS = ("pretrain.csv", "train.csv", "clips.jsonl", "review.jsonl", "rejections.jsonl")
 
 
 def test_purge_removes_a_source_everywhere_and_nothing_else(populated):
     store, (piano, tango, archery) = populated
-    before = {k: store.get_lines(k) for k in store.list("manifests/")}
+    before = {
+        key: store.get_lines(key)
+        for name in ("main", "extra")
+        for key in (ClipStore.manifest_key(name, view) for view in _LISTS)
+    }
     other_clips = [r.clip for s in (tango, archery) for r in s["records"]]
 
     assert purge_source(store, piano["id"][:8]).empty  # an id prefix matches nothing
@@ -124,8 +129,7 @@ def test_purge_removes_a_source_everywhere_and_nothing_else(populated):
     assert piano["id"] not in text and piano["location"] not in text
     assert not [k for k in store.list() if piano["id"] in k]
     assert len(report.deleted) == 4  # raw, meta, two clips
-    assert report.lines[ClipStore.manifest_key("main", "pretrain.csv")] == 2
-    assert report.lines[ClipStore.manifest_key("main", "rejections.jsonl")] == 1
+    assert report.records == {"main": 2, "extra": 2}  # its clips' input and its review input
     assert report.lines[ClipStore.state_key("collect/plan/all.jsonl")] == 1
     for ref in other_clips:  # the other clips are intact, bytes verified on read
         with store.open_local(ref) as path:
@@ -177,7 +181,7 @@ def test_store_commands(populated, store_settings, monkeypatch):
     purged = runner.invoke(main, ["store", "purge", "--source", tango["id"]])
     assert purged.exit_code == 0, purged.output
     assert f"deleted {ClipStore.meta_key(tango['id'])}" in purged.output
-    assert "line(s) from manifests/main/clips.jsonl" in purged.output
+    assert "record(s) from dataset main" in purged.output
     assert runner.invoke(main, ["store", "show", "--source", tango["id"]]).exit_code == 1
     aged = runner.invoke(main, ["store", "retention", "--older-than", "30"])
     assert aged.exit_code == 0, aged.output

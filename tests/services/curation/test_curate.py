@@ -1,4 +1,5 @@
-"""A whole curation batch on real media with the real detector: clips, review, rejections."""
+"""A whole curation batch on real media with the real detector: clips, review, rejections,
+and retries of sources that broke off on a retryable failure."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from click.testing import CliRunner
 
 from services.clips.encode import ClipSettings
 from services.common.config import StoreSettings
+from services.common.dataset import REVIEW_REASON, VIEW_NAMES, Dataset
 from services.common.records import ClipRecord, Rejection
 from services.common.store import ClipStore
 from services.common.video import probe
-from services.ingestion.commands import curate as curate_command
-from services.ingestion.curate import (
-    MANIFEST_NAMES,
-    REVIEW_REASON,
+from services.curation.commands import EXIT_RETRY
+from services.curation.commands import curate as curate_command
+from services.curation.curate import (
     CurateSettings,
     CurateSummary,
     LocalStages,
@@ -39,7 +40,6 @@ EXPECTED_REJECTIONS = {
     "bad/oneframe.mp4": ("ingestion", "FILTERED_OUT"),
     "bad/missing.mp4": ("ingestion", "SOURCE_NOT_FOUND"),
     "http-404": ("ingestion", "SOURCE_NOT_FOUND"),
-    "http-refused": ("ingestion", "DOWNLOAD_FAILED"),
     "http-redirect-private": ("ingestion", "INVALID_SOURCE"),
     "traversal": ("ingestion", "INVALID_SOURCE"),
 }
@@ -100,6 +100,37 @@ def test_every_bad_input_is_a_typed_rejection(batch):
     assert all(r.detail and r.context["hashtag"] == "bad" for r in rejections)
 
 
+def test_a_refused_download_is_a_failed_attempt_not_a_rejection(batch):
+    """Connection refused says nothing about the video: no outcome, retried by the next run."""
+    store, manifest, (first, second) = batch
+    refused = next(
+        row["url"] for row in map(json.loads, manifest.read_text().splitlines())
+        if row.get("case") == "http-refused"
+    )  # fmt: skip
+    for run in (first, second):
+        (attempt,) = run.failed
+        assert (attempt.source, attempt.stage, attempt.reason) == (
+            refused,
+            "ingestion",
+            "DOWNLOAD_FAILED",
+        )
+    snapshot = Dataset(store, "batch").snapshot()
+    assert [p.source for p in snapshot.pending] == [refused]
+    assert snapshot.attempts[refused] == 2
+    assert refused not in {r.source for r in (*snapshot.rejections, *snapshot.review)}
+
+
+def test_every_input_has_exactly_one_current_outcome(batch):
+    store, manifest, _ = batch
+    inputs = [row["url"] for row in map(json.loads, manifest.read_text().splitlines())]
+    snapshot = Dataset(store, "batch").snapshot()
+    outcomes = [
+        r.source
+        for r in (*snapshot.clips, *snapshot.review, *snapshot.rejections, *snapshot.pending)
+    ]
+    assert sorted(outcomes) == sorted(inputs)
+
+
 def test_bikes_clip_lies_inside_the_longest_scene_with_persons(batch):
     store, _, _ = batch
     clips = {r.hashtag: r for r in map(ClipRecord.from_json, _lines(store, "clips.jsonl"))}
@@ -140,6 +171,7 @@ def test_second_run_adds_nothing_and_loses_nothing(batch):
     store, _, (first, second) = batch
     assert (first.clips_added, second.clips_added) == (2, 0)
     assert second.clips_total == 2 and len(_lines(store, "review.jsonl")) == 1
+    assert len(first.parts) == len(second.parts) == 1  # a run commits its records as one part
     assert len(_lines(store, "rejections.jsonl")) == len(EXPECTED_REJECTIONS)
     assert len(store.list("clips/")) == 2
     labels = store.get_json(ClipStore.manifest_key("batch", "labels.json"))
@@ -155,7 +187,7 @@ def test_second_run_adds_nothing_and_loses_nothing(batch):
 
 def test_report_and_export(batch, tmp_path: Path):
     store, _, (_, second) = batch
-    assert set(second.manifests) == set(MANIFEST_NAMES)
+    assert set(second.manifests) == set(VIEW_NAMES)
     local = export_dataset(store, "batch", tmp_path / "out")
     report = (local / "report.md").read_text()
     assert "2 clips" in report and "| TOO_FEW_PERSON_FRAMES | 1 |" in report
@@ -186,3 +218,28 @@ def test_cli_curates_a_folder_embedded(carphone: Path, tmp_path: Path, monkeypat
     assert (tmp_path / "out" / "cli" / "train.csv").read_text().endswith(" 0\n")
     bad = CliRunner().invoke(curate_command, [str(tmp_path / "src"), "--services", "scenes=x"])
     assert bad.exit_code == 2 and "NAME=HOST:PORT" in bad.output
+
+
+def test_cli_exits_for_a_retry_then_gives_up_after_max_attempts(
+    carphone: Path, closed_port: int, tmp_path: Path, monkeypatch
+):
+    refused = f"http://localhost:{closed_port}/v.mp4"
+    manifest = tmp_path / "sources.jsonl"
+    rows = [{"url": str(carphone), "hashtag": "talking"}, {"url": refused, "hashtag": "talking"}]
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    monkeypatch.setenv("H2A_STORE_ROOT", str(tmp_path / "store"))
+    monkeypatch.setenv("H2A_INGEST_ALLOWED_HOSTS", '["localhost"]')
+    monkeypatch.setenv("H2A_CURATE_MAX_ATTEMPTS", "2")
+    arguments = [str(manifest), "--dataset", "retry", "--out", str(tmp_path / "out")]
+    first = CliRunner().invoke(curate_command, [*arguments, "--no-progress"])
+    assert first.exit_code == EXIT_RETRY, first.output
+    assert "1 to retry" in first.output and f"{refused}: ingestion DOWNLOAD_FAILED" in first.output
+    second = CliRunner().invoke(curate_command, [*arguments, "--no-progress"])
+    # The second failure in a row reaches max_attempts: a rejection, and the run is complete.
+    assert second.exit_code == 0, second.output
+    assert "0 to retry" in second.output and "DOWNLOAD_FAILED: 1" in second.output
+    store = ClipStore.from_settings(StoreSettings(backend="local", root=tmp_path / "store"))
+    snapshot = Dataset(store, "retry").snapshot()
+    assert [r.source for r in snapshot.rejections] == [refused] and not snapshot.pending
+    assert "failed 2 times in a row" in snapshot.rejections[0].detail
+    assert len(snapshot.clips) == 1

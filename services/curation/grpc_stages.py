@@ -2,8 +2,9 @@
 
 ``curate_one`` runs the same code with this as with ``LocalStages``. A status that carries one of
 our reasons comes back as the typed ``H2AError`` (so it becomes a rejection record, as in
-process); a failure without one (service down, deadline spent) is re-raised as the
-``grpc.RpcError``, because it says nothing about the video and must not be filed as if it did.
+process); a failure without one (a service down or restarting, a deadline spent) comes back as
+the retryable ``ServiceUnavailable`` or ``DeadlineExceeded`` naming the stage and its address:
+it says nothing about the video, so the source is left for the next run, never rejected.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from hashtag2action.v1 import (
     scenes_pb2_grpc,
 )
 
-from services.common.errors import ConfigError
+from services.common.errors import ConfigError, DeadlineExceeded, ServiceUnavailable
 from services.common.grpc_runtime import error_from_rpc
 from services.common.messages import from_message, to_message
-from services.common.records import ObjectRef, Segment
+from services.common.records import STAGES, ObjectRef, Segment
 from services.ingestion.server import item_to_proto, video_from_proto
 from services.ingestion.sources import IngestedVideo, SourceItem
 from services.persons.detect import PersonResult
@@ -35,9 +36,8 @@ from services.persons.server import person_result_from_proto
 from services.scenes.detect import SceneResult
 from services.scenes.server import scene_result_from_proto
 
-__all__ = ["STAGE_NAMES", "GrpcStages"]
+__all__ = ["GrpcStages"]
 
-STAGE_NAMES = ("ingestion", "scenes", "persons", "clips")
 _Response = TypeVar("_Response")
 
 
@@ -45,18 +45,24 @@ class GrpcStages:
     """The four stage services behind the ``Stages`` protocol.
 
     Args:
-        channels: one channel per stage name (``STAGE_NAMES``); closed by ``close``.
+        channels: one channel per stage name (``STAGES``); closed by ``close``.
         deadline_s: deadline of every call. Calls wait for a service that is still starting
             (``wait_for_ready``) within that deadline rather than failing at once.
     """
 
-    def __init__(self, channels: dict[str, grpc.Channel], deadline_s: float = 120.0) -> None:
-        missing = [name for name in STAGE_NAMES if name not in channels]
+    def __init__(
+        self,
+        channels: dict[str, grpc.Channel],
+        deadline_s: float = 120.0,
+        addresses: dict[str, str] | None = None,
+    ) -> None:
+        missing = [name for name in STAGES if name not in channels]
         if missing:
             raise ConfigError(f"no address for stage service(s) {', '.join(missing)}")
         if deadline_s <= 0:
             raise ConfigError(f"deadline_s must be positive, got {deadline_s}")
         self._channels = channels
+        self._addresses = addresses or {}
         self.deadline_s = deadline_s
         self._ingestion = ingestion_pb2_grpc.IngestionStub(channels["ingestion"])
         self._scenes = scenes_pb2_grpc.SceneAnalysisStub(channels["scenes"])
@@ -66,37 +72,48 @@ class GrpcStages:
     @classmethod
     def from_addresses(cls, addresses: dict[str, str], deadline_s: float = 120.0) -> GrpcStages:
         """Open an insecure channel to each ``host:port`` (in-cluster traffic), by stage name."""
-        unknown = sorted(set(addresses) - set(STAGE_NAMES))
+        unknown = sorted(set(addresses) - set(STAGES))
         if unknown:
             raise ConfigError(f"unknown stage service(s) {', '.join(unknown)}")
-        return cls({name: grpc.insecure_channel(addresses[name]) for name in addresses}, deadline_s)
+        channels = {name: grpc.insecure_channel(addresses[name]) for name in addresses}
+        return cls(channels, deadline_s, addresses)
 
-    def _call(self, method: Callable[..., _Response], request: Any) -> _Response:
+    def _call(self, stage: str, method: Callable[..., _Response], request: Any) -> _Response:
         try:
             return method(request, timeout=self.deadline_s, wait_for_ready=True)
         except grpc.RpcError as error:
             typed = error_from_rpc(error)
-            if typed is None:
-                raise
-            raise typed from error
+            if typed is not None:
+                raise typed from error
+            where = f"{stage} service" + (
+                f" at {self._addresses[stage]}" if stage in self._addresses else ""
+            )
+            code = error.code() if hasattr(error, "code") else None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded(
+                    f"{where} did not answer within {self.deadline_s} s", stage=stage
+                ) from error
+            raise ServiceUnavailable(
+                f"{where} failed without a reason: {code.name if code else error}", stage=stage
+            ) from error
 
     def ingest(self, item: SourceItem) -> IngestedVideo:
         request = ingestion_pb2.IngestRequest(item=item_to_proto(item))
-        return video_from_proto(self._call(self._ingestion.Ingest, request).video)
+        return video_from_proto(self._call("ingestion", self._ingestion.Ingest, request).video)
 
     def scenes(self, video: IngestedVideo) -> SceneResult:
         request = scenes_pb2.DetectScenesRequest(
             video=to_message(video.raw, common_pb2.ObjectRef),
             info=to_message(video.info, common_pb2.VideoInfo),
         )
-        return scene_result_from_proto(self._call(self._scenes.DetectScenes, request))
+        return scene_result_from_proto(self._call("scenes", self._scenes.DetectScenes, request))
 
     def persons(self, video: IngestedVideo, scene: Segment) -> PersonResult:
         request = persons_pb2.DetectPersonsRequest(
             video=to_message(video.raw, common_pb2.ObjectRef),
             scene=to_message(scene, common_pb2.Segment),
         )
-        return person_result_from_proto(self._call(self._persons.DetectPersons, request))
+        return person_result_from_proto(self._call("persons", self._persons.DetectPersons, request))
 
     def clip(self, video: IngestedVideo, segment: Segment) -> ObjectRef:
         request = clips_pb2.EncodeClipRequest(
@@ -104,7 +121,7 @@ class GrpcStages:
             source_id=video.source_id,
             segment=to_message(segment, common_pb2.Segment),
         )
-        return from_message(self._call(self._clips.EncodeClip, request).clip, ObjectRef)
+        return from_message(self._call("clips", self._clips.EncodeClip, request).clip, ObjectRef)
 
     def close(self) -> None:
         for channel in self._channels.values():

@@ -7,8 +7,8 @@ videos in Table C1's bins 3.5-5 s / 5-10 s / 10+ s, and rejection reasons.
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 # Figures without pyplot: no global state (reports are written from worker threads and servers)
@@ -16,10 +16,15 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from services.common.records import ClipRecord, ObjectRef, Rejection
+from services.common.dataset import Dataset, Snapshot
+from services.common.records import ClipRecord, FailedAttempt, ObjectRef, Rejection
+from services.common.scratch import scratch_dir
 from services.common.store import ClipStore
 
-__all__ = ["COUNT_RANGES", "DURATION_BINS", "build_report", "write_report"]
+__all__ = ["COUNT_RANGES", "DURATION_BINS", "REPORT_NAME", "build_report", "write_report"]
+
+REPORT_NAME = "report.md"
+"""The report's name among the dataset's views; its plots sit beside it under ``plots/``."""
 
 # (label, low inclusive, high exclusive)
 COUNT_RANGES = (
@@ -71,8 +76,12 @@ def build_report(
     review: list[Rejection],
     rejections: list[Rejection],
     folder: Path,
+    pending: Sequence[FailedAttempt] = (),
 ) -> Path:
-    """Write ``report.md`` and ``plots/*.png`` into ``folder``; return the report's path."""
+    """Write ``report.md`` and ``plots/*.png`` into ``folder``; return the report's path.
+
+    ``pending`` are sources without an outcome yet whose last attempt failed (retried later).
+    """
     folder = Path(folder)
     per_hashtag = dict(sorted(Counter(c.hashtag for c in clips).items()))
     ranges = Counter(_bin(n, COUNT_RANGES) for n in per_hashtag.values())
@@ -113,7 +122,13 @@ def build_report(
         f"# Dataset `{dataset}`",
         "",
         f"{len(clips)} clips ({seconds:.1f} s) over {len(per_hashtag)} hashtags; "
-        f"{len(review)} videos in the person review list, {len(rejections)} other rejections.",
+        f"{len(review)} videos in the person review list, {len(rejections)} other rejections"
+        + (
+            f", {len(pending)} waiting for a retry (their last attempt failed on an unavailable "
+            "store, service or download)."
+            if pending
+            else "."
+        ),
         "",
         "## Clips per hashtag",
         "",
@@ -140,32 +155,33 @@ def build_report(
         *_table(("reason", "videos"), reasons),
         "",
     ]
-    report = folder / "report.md"
+    report = folder / REPORT_NAME
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
 
 
-def write_report(store: ClipStore, dataset: str, out: Path | None = None) -> ObjectRef:
-    """Build the report from the dataset's manifests and store it next to them.
+def write_report(store: ClipStore, snapshot: Snapshot, out: Path | None = None) -> ObjectRef:
+    """Build the report of a dataset snapshot and store it among the dataset's views.
 
     Args:
-        store: the clip store holding ``manifests/{dataset}/``.
-        dataset: the dataset name.
+        store: the clip store holding the dataset.
+        snapshot: the state to report (``Dataset.snapshot()``).
         out: also keep the report and plots in this local folder.
 
     Returns:
-        The stored ``report.md``.
+        The stored report.
     """
-
-    def lines(name: str) -> list[str]:
-        return store.get_lines(ClipStore.manifest_key(dataset, name))
-
-    clips = [ClipRecord.from_json(line) for line in lines("clips.jsonl")]
-    review = [Rejection.from_json(line) for line in lines("review.jsonl")]
-    rejections = [Rejection.from_json(line) for line in lines("rejections.jsonl")]
-    with tempfile.TemporaryDirectory(prefix="h2a-report-") as temp:
+    dataset = Dataset(store, snapshot.dataset)
+    with scratch_dir("report") as temp:
         folder = Path(out) if out is not None else Path(temp)
-        report = build_report(dataset, clips, review, rejections, folder)
+        report = build_report(
+            snapshot.dataset,
+            list(snapshot.clips),
+            list(snapshot.review),
+            list(snapshot.rejections),
+            folder,
+            list(snapshot.pending),
+        )
         for plot in sorted((folder / "plots").glob("*.png")):
-            store.put_file(ClipStore.manifest_key(dataset, f"plots/{plot.name}"), plot)
-        return store.put_file(ClipStore.manifest_key(dataset, "report.md"), report)
+            store.put_file(dataset.view_key(f"plots/{plot.name}"), plot)
+        return store.put_file(dataset.view_key(REPORT_NAME), report)
