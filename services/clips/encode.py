@@ -8,13 +8,13 @@ within (the paper keeps 3.5-10 s) and the encoding.
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.records import ObjectRef, Segment
+from services.common.scratch import scratch_dir
 from services.common.store import ClipStore
 from services.common.video import X264_PRESET, write_clip
 
@@ -50,7 +50,7 @@ def encode_clip(
     existing = store.verify(key)
     if existing is not None:
         return existing
-    with tempfile.TemporaryDirectory(prefix="h2a-clip-") as folder:
+    with scratch_dir("clip") as folder:
         local = Path(folder) / "clip.mp4"
         frames = write_clip(
             path,

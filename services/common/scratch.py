@@ -17,10 +17,13 @@ process folder whose lock it can take. Why that is safe:
   ever sees a live one without its lock. Staging folders left by a crash in that instant are
   removed once they are older than a minute and unlocked.
 * flock is advisory: it only orders processes that use this module.
+* A process that exits normally removes its own folders (``atexit``); the cleaner is for the
+  ones that did not.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
@@ -57,6 +60,18 @@ os.register_at_fork(after_in_child=_reset_guard)
 
 def _base(root: Path | None) -> Path:
     return (Path(root) if root is not None else Path(tempfile.gettempdir())).resolve() / _FOLDER
+
+
+def _remove_own_folders() -> None:
+    # A forked child shares its parent's folders: only their creator removes them.
+    own = f"{os.getpid()}-"
+    for folder, descriptor in list(_held.values()):
+        if folder.name.startswith(own):
+            shutil.rmtree(folder, ignore_errors=True)
+            os.close(descriptor)
+
+
+atexit.register(_remove_own_folders)
 
 
 def _process_folder(root: Path | None) -> Path:

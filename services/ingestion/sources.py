@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
 import time
 import unicodedata
 import urllib.error
@@ -46,6 +45,7 @@ from services.common.errors import (
     SourceTooLarge,
 )
 from services.common.records import ObjectRef
+from services.common.scratch import scratch_dir
 from services.common.store import ClipStore, S3Transport, file_sha256
 from services.common.video import VideoInfo, probe
 
@@ -505,7 +505,7 @@ def _fetched(item: SourceItem, settings: IngestSettings) -> Iterator[Path]:
             raise SourceTooLarge(f"{_where(path.name)} exceeds {settings.max_bytes} bytes")
         yield path
         return
-    with tempfile.TemporaryDirectory(prefix="h2a-ingest-") as folder:
+    with scratch_dir("ingest") as folder:
         # Only the extension of the remote name is kept: names can be long or odd.
         suffix = PurePosixPath(unquote(urlparse(item.location).path)).suffix[:9]
         local = Path(folder) / f"source{suffix}"

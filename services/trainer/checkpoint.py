@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from services.common.records import ObjectRef
+from services.common.scratch import scratch_dir
 from services.common.store import ClipStore
 
 __all__ = ["CheckpointManager", "capture_rng", "restore_rng"]
@@ -69,7 +69,7 @@ class CheckpointManager:
     def save(self, step: int, state: dict[str, Any]) -> ObjectRef:
         """Write ``state`` as the checkpoint of ``step`` and move the pointer to it."""
         key = self.store.checkpoint_key(self.run, f"checkpoint-{step:08d}.pth")
-        with tempfile.TemporaryDirectory(prefix="h2a-ckpt-") as folder:
+        with scratch_dir("ckpt") as folder:
             path = Path(folder) / "checkpoint.pth"
             torch.save(state, path)
             ref = self.store.put_file(key, path)
