@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from services.common.errors import ConfigError, IntegrityError, ObjectNotFound
 from services.common.records import (
     ClipRecord,
@@ -116,19 +118,19 @@ class _Line:
     key: str
     record: dict[str, Any]
 
-    def to_json(self) -> str:
-        return json.dumps(
+    def to_json(self) -> bytes:
+        return orjson.dumps(
             {"v": self.version, "kind": self.kind, "key": self.key, "record": self.record},
-            sort_keys=True,
+            option=orjson.OPT_SORT_KEYS,
             default=str,
         )
 
     @classmethod
-    def parse(cls, text: str, where: str) -> _Line:
+    def parse(cls, text: bytes, where: str) -> _Line:
         try:
-            data = json.loads(text)
+            data = orjson.loads(text)
             line = cls(str(data["v"]), str(data["kind"]), str(data["key"]), dict(data["record"]))
-        except (ValueError, KeyError, TypeError) as error:
+        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
             raise IntegrityError(f"{where}: not a dataset record ({error})") from None
         if line.kind not in _KINDS:
             raise IntegrityError(f"{where}: unknown record kind {line.kind!r}")
@@ -136,7 +138,7 @@ class _Line:
 
     def outcome(self) -> Outcome:
         if self.kind == "clip":
-            return ClipRecord.from_json(json.dumps(self.record))
+            return ClipRecord.from_dict(self.record)
         if self.kind == "attempt":
             return FailedAttempt(**self.record)
         return Rejection(**self.record)
@@ -347,7 +349,7 @@ class Dataset:
 
     def _write_part(self, part: str, lines: Iterable[_Line]) -> str:
         key = self.store.part_key(self.name, part)
-        self.store.put_text(key, "".join(f"{line.to_json()}\n" for line in lines))
+        self.store.put_bytes(key, b"".join(line.to_json() + b"\n" for line in lines))
         return key
 
     # --- reading -------------------------------------------------------------------------
@@ -357,8 +359,8 @@ class Dataset:
 
     def _read_part(self, part: str) -> list[_Line]:
         key = self.store.part_key(self.name, part)
-        text = self.store.get_text(key)
-        return [_Line.parse(line, f"{key}:{n}") for n, line in enumerate(text.splitlines(), 1)]
+        data = self.store.get_bytes(key)
+        return [_Line.parse(line, f"{key}:{n}") for n, line in enumerate(data.splitlines(), 1)]
 
     def snapshot(self) -> Snapshot:
         """Fold the committed parts into the current state.

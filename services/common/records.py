@@ -142,10 +142,14 @@ class ClipRecord:
 
     @classmethod
     def from_json(cls, line: str) -> ClipRecord:
-        data = json.loads(line)
-        data["clip"] = ObjectRef(**data["clip"])
-        data["person_scores"] = tuple(data.get("person_scores", ()))
-        return cls(**data)
+        return cls.from_dict(json.loads(line))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipRecord:
+        """The record from its ``asdict`` form (``to_json`` parsed)."""
+        fields = {**data, "clip": ObjectRef(**data["clip"])}
+        fields["person_scores"] = tuple(data.get("person_scores", ()))
+        return cls(**fields)
 
 
 Outcome = ClipRecord | Rejection | FailedAttempt
