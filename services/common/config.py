@@ -8,13 +8,20 @@ model. Credentials are ``SecretStr``, so a settings object can be logged whole.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["GrpcSettings", "LoggingSettings", "StoreSettings", "default_store_root"]
+
+
+_STORE_CREDENTIALS = frozenset({"access_key", "secret_key", "secret_dir"})
+"""The credentials and where they come from: never in a store description, which travels in
+plain sight (a pipeline run's parameters, a pod's plain environment)."""
 
 
 def default_store_root() -> Path:
@@ -63,6 +70,36 @@ class StoreSettings(BaseSettings):
         if not (3 <= len(value) <= 63) or value != value.lower() or "_" in value:
             raise ValueError(f"store bucket {value!r} is not a valid S3 bucket name")
         return value
+
+    def to_description(self) -> dict[str, Any]:
+        """These settings without credentials, as JSON values (a KFP ``dict`` parameter)."""
+        return self.model_dump(mode="json", exclude=set(_STORE_CREDENTIALS), exclude_none=True)
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> StoreSettings:
+        """Settings from a description; the credentials, and fields it leaves out, come from
+        the environment (``H2A_STORE_ACCESS_KEY``/``SECRET_KEY``, ...) or the defaults.
+
+        Raises:
+            ValueError: the description holds credentials, or names no backend (the default,
+                ``local``, is never what a partial description of a cluster's store means).
+        """
+        given = sorted(_STORE_CREDENTIALS & set(description))
+        if given:
+            raise ValueError(f"a store description holds no credentials; got {given}")
+        if "backend" not in description:
+            raise ValueError(f"the store description {dict(description)} names no backend")
+        return cls(**description)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings, credentials left out, as the environment another process reads
+        them from; the root is made absolute, since that process may start elsewhere."""
+        described = {**self.to_description(), "root": str(self.root.resolve())}
+        prefix = self.model_config["env_prefix"]
+        return {
+            f"{prefix}{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+            for name, value in described.items()
+        }
 
 
 class GrpcSettings(BaseSettings):
