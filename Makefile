@@ -37,6 +37,7 @@ manifests: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_engine.py
+	$(PY) benchmarks/dataset.py
 	$(PY) benchmarks/train_throughput.py
 
 clean:
