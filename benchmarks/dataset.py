@@ -52,7 +52,7 @@ def _record(index: int, run: str) -> ClipRecord:
             "scene": [12, 402],
             "scenes": 7,
             "person_frame_indices": list(range(12, 402, 39)),
-            "meta_key": f"meta/{source_id}.json",
+            "meta_key": ClipStore.meta_key(source_id),
         },
     )
 

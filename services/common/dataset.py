@@ -130,7 +130,7 @@ class _Line:
         try:
             data = orjson.loads(text)
             line = cls(str(data["v"]), str(data["kind"]), str(data["key"]), dict(data["record"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
             raise IntegrityError(f"{where}: not a dataset record ({error})") from None
         if line.kind not in _KINDS:
             raise IntegrityError(f"{where}: unknown record kind {line.kind!r}")
