@@ -54,6 +54,16 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+def _embedded_store(root: Path | None = None) -> dict[str, Any]:
+    """The pipeline's ``store`` for a local folder, by default ``.h2a/store``; absolute, since
+    every step and training process of a local run may start in another directory."""
+    from services.common.config import StoreSettings, default_store_root
+
+    return StoreSettings(
+        backend="local", root=(root or default_store_root()).resolve()
+    ).to_description()
+
+
 def _compiled(package: Path | None) -> Path:
     from pipelines.curate_and_train import PIPELINE_NAME, compile_pipeline
 
@@ -121,7 +131,7 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path, verbose: bool = Fa
     """Run the pipeline with kfp's ``SubprocessRunner`` in this machine's Python.
 
     Args:
-        arguments: pipeline parameters; ``launcher`` defaults to ``local`` and the store to the
+        arguments: pipeline parameters; ``launcher`` defaults to ``local`` and ``store`` to the
             embedded default folder.
         pipeline_root: where kfp writes each run's artifacts.
         verbose: print every executor's output instead of logging it to
@@ -133,15 +143,10 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path, verbose: bool = Fa
     from kfp import local
 
     from pipelines.curate_and_train import curate_and_train
-    from services.common.config import default_store_root
+    from services.common.config import StoreSettings
     from services.common.store import ClipStore
 
-    arguments = {
-        "launcher": "local",
-        "store_backend": "local",
-        "store_root": str(default_store_root().resolve()),
-        **arguments,
-    }
+    arguments = {"launcher": "local", "store": _embedded_store(), **arguments}
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
@@ -163,7 +168,7 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path, verbose: bool = Fa
     return LocalRun(
         folder=folder,
         report=Path(task.outputs["report"].path),
-        store_report=Path(arguments["store_root"])
+        store_report=StoreSettings.from_description(arguments["store"]).root
         / ClipStore.manifest_key(arguments.get("dataset", "default"), "report.md"),
         summary=Path(task.outputs["summary"].path),
         elapsed_s=time.monotonic() - started,
@@ -296,7 +301,7 @@ def run_local_command(
     """Run the whole pipeline on this machine (kfp SubprocessRunner, torchrun on CPU)."""
     arguments = {"source": source, **_parse_params(params)}
     if store_root is not None:
-        arguments["store_root"] = str(store_root.resolve())
+        arguments["store"] = _embedded_store(store_root)
     _print_run(run_local(arguments, pipeline_root, verbose))
 
 
@@ -333,5 +338,5 @@ def demo(store_root: Path | None, pipeline_root: Path, verbose: bool) -> None:
     )
     arguments = {"source": str(source), **DEMO_ARGUMENTS}
     if store_root is not None:
-        arguments["store_root"] = str(store_root.resolve())
+        arguments["store"] = _embedded_store(store_root)
     _print_run(run_local(arguments, pipeline_root, verbose))

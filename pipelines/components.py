@@ -3,7 +3,8 @@
 Every component is a lightweight ``@dsl.component`` on the services image whose body imports
 ``pipelines.steps`` and calls one step, then fills its artifacts: kfp's ``SubprocessRunner``
 runs only lightweight Python components, and a component body travels as source, so the bodies
-import rather than define.
+import rather than define. A component that uses the store takes it as ``store``, one
+description (``StoreSettings.to_description()``, no credentials: those are the secret's env).
 """
 
 from kfp import dsl
@@ -27,18 +28,15 @@ def plan_shards(
     source: str,
     hashtags: str,
     shards: int,
-    store_backend: str,
-    store_root: str,
-    store_endpoint: str,
-    store_bucket: str,
+    store: dict,
     sources: Output[Dataset],
 ) -> list:
     """Expand the source into videos and split them into shard manifests in the store."""
     from pipelines.steps import open_store, split_sources
 
-    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
-    keys = split_sources(source, hashtags, shards, store)
-    rows = [line for key in keys for line in store.get_lines(key)]
+    clip_store = open_store(store)
+    keys = split_sources(source, hashtags, shards, clip_store)
+    rows = [line for key in keys for line in clip_store.get_lines(key)]
     with open(sources.path, "w") as handle:
         handle.writelines(f"{row}\n" for row in rows)
     sources.metadata.update(videos=len(rows), shards=len(keys), source=source)
@@ -52,10 +50,7 @@ def curate_shard(
     launcher: str,
     stage_services: dict,
     workers: int,
-    store_backend: str,
-    store_root: str,
-    store_endpoint: str,
-    store_bucket: str,
+    store: dict,
     clips: Output[Dataset],
 ) -> str:
     """Ingest -> scenes -> persons -> clip for one shard, committed to the dataset; returns
@@ -67,9 +62,9 @@ def curate_shard(
     from pipelines.steps import curate_one_shard, open_store, shard_counts
     from services.common.records import ClipRecord
 
-    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
+    clip_store = open_store(store)
     services = None if launcher == "local" else stage_services
-    summary = curate_one_shard(shard, dataset, services, store, workers)
+    summary = curate_one_shard(shard, dataset, services, clip_store, workers)
     lines = [r.to_json() for r in summary.results if isinstance(r, ClipRecord)]
     with open(clips.path, "w") as handle:
         handle.writelines(f"{line}\n" for line in lines)
@@ -81,10 +76,7 @@ def curate_shard(
 def dataset_report(
     dataset: str,
     shards: list,
-    store_backend: str,
-    store_root: str,
-    store_endpoint: str,
-    store_bucket: str,
+    store: dict,
     manifest: Output[Dataset],
     report: Output[Markdown],
     counts: Output[Metrics],
@@ -99,15 +91,15 @@ def dataset_report(
     from pipelines.steps import open_store, publish, report_markdown
     from services.common.dataset import VIEW_NAMES, Dataset
 
-    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
-    snapshot = publish(dataset, store)
+    clip_store = open_store(store)
+    snapshot = publish(dataset, clip_store)
     with open(report.path, "w") as handle:
-        handle.write(report_markdown(store, dataset))
+        handle.write(report_markdown(clip_store, dataset))
     for name, value in snapshot.counts().items():
         if isinstance(value, int):
             counts.log_metric(name, value)
-    target = Dataset(store, dataset)
-    store.download(target.view_key("pretrain.csv"), Path(manifest.path))
+    target = Dataset(clip_store, dataset)
+    clip_store.download(target.view_key("pretrain.csv"), Path(manifest.path))
     manifests = {name: target.view_uri(name) for name in VIEW_NAMES}
     folder = target.folder_uri()
     manifest.metadata.update(
@@ -130,10 +122,7 @@ def pretrain(
     num_nodes: int,
     timeout_s: float,
     job_kind: str,
-    store_backend: str,
-    store_root: str,
-    store_endpoint: str,
-    store_bucket: str,
+    store: dict,
     checkpoint: Output[Model],
 ) -> None:
     """Dual-masking pre-training on the curated clips; the checkpoint's URI is in metadata."""
@@ -148,7 +137,7 @@ def pretrain(
         train,
     )
 
-    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
+    clip_store = open_store(store)
     uri = train(
         "pretrain",
         PRETRAIN_RECIPES[model_size],
@@ -156,13 +145,13 @@ def pretrain(
         manifest.metadata["folder"],
         [*model_overrides(model_size), f"optim.epochs={epochs}", *overrides],
         launcher,
-        store,
-        store_env(store_backend, store_root, store_endpoint, store_bucket),
+        clip_store,
+        store_env(store),
         Cluster(
             image, secret_name, gpu_node_selector, gpus_per_node, num_nodes, timeout_s, job_kind
         ),
     )
-    keep_checkpoint(uri, store_backend, store, checkpoint)
+    keep_checkpoint(uri, clip_store, checkpoint)
     checkpoint.metadata.update(model_size=model_size, epochs=epochs)
 
 
@@ -184,10 +173,7 @@ def finetune(
     num_nodes: int,
     timeout_s: float,
     job_kind: str,
-    store_backend: str,
-    store_root: str,
-    store_endpoint: str,
-    store_bucket: str,
+    store: dict,
     checkpoint: Output[Model],
 ) -> None:
     """Fine-tune the pre-trained encoder on one benchmark; the checkpoint's URI is in metadata."""
@@ -203,8 +189,8 @@ def finetune(
         train,
     )
 
-    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
-    lists = benchmark_lists(benchmark, benchmark_root, store, synthetic_per_class)
+    clip_store = open_store(store)
+    lists = benchmark_lists(benchmark, benchmark_root, clip_store, synthetic_per_class)
     uri = train(
         "finetune",
         finetune_recipe(model_size, benchmark),
@@ -219,13 +205,13 @@ def finetune(
             *overrides,
         ],
         launcher,
-        store,
-        store_env(store_backend, store_root, store_endpoint, store_bucket),
+        clip_store,
+        store_env(store),
         Cluster(
             image, secret_name, gpu_node_selector, gpus_per_node, num_nodes, timeout_s, job_kind
         ),
     )
-    keep_checkpoint(uri, store_backend, store, checkpoint)
+    keep_checkpoint(uri, clip_store, checkpoint)
     checkpoint.metadata.update(benchmark=benchmark, model_size=model_size, epochs=epochs)
 
 
@@ -238,10 +224,7 @@ def evaluate(
     overrides: list,
     synthetic_per_class: int,
     benchmark_root: str,
-    store_backend: str,
-    store_root: str,
-    store_endpoint: str,
-    store_bucket: str,
+    store: dict,
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
 ) -> str:
@@ -257,8 +240,8 @@ def evaluate(
         open_store,
     )
 
-    store = open_store(store_backend, store_root, store_endpoint, store_bucket)
-    lists = benchmark_lists(benchmark, benchmark_root, store, synthetic_per_class)
+    clip_store = open_store(store)
+    lists = benchmark_lists(benchmark, benchmark_root, clip_store, synthetic_per_class)
     result = evaluate_checkpoint(
         benchmark,
         lists,
@@ -266,7 +249,7 @@ def evaluate(
         finetune_recipe(model_size, benchmark),
         [*model_overrides(model_size), *overrides],
         job_name("evaluate", benchmark, run_id),
-        store,
+        clip_store,
     )
     metrics.log_metric("top1", float(result["top1"]))
     metrics.log_metric("top5", float(result["top5"]))

@@ -28,10 +28,21 @@ from pipelines.deployment import (
     TRAINER_IMAGE,
 )
 from pipelines.steps import STAGE_SERVICES
+from services.common.config import StoreSettings
 
-__all__ = ["PIPELINE_NAME", "PipelineOutputs", "compile_pipeline", "curate_and_train"]
+__all__ = [
+    "CLUSTER_STORE",
+    "PIPELINE_NAME",
+    "PipelineOutputs",
+    "compile_pipeline",
+    "curate_and_train",
+]
 
 PIPELINE_NAME = "hashtag2action-curate-and-train"
+
+CLUSTER_STORE = StoreSettings.model_construct(backend="s3").to_description()
+"""The default store: the release's MinIO, from the settings' defaults rather than this
+machine's ``H2A_STORE_*`` environment, so the pipeline compiles the same anywhere."""
 
 
 class PipelineOutputs(NamedTuple):
@@ -59,10 +70,7 @@ def curate_and_train(
     dataset: str = "default",
     shards: int = 4,
     curate_workers: int = 4,
-    store_backend: str = "s3",
-    store_root: str = "",
-    store_endpoint: str = "minio:9000",
-    store_bucket: str = "hashtag2action",
+    store: dict = CLUSTER_STORE,
     secret_name: str = STORE_SECRET,
     stage_services: dict = STAGE_SERVICES,
     model_size: str = "base",
@@ -87,7 +95,9 @@ def curate_and_train(
         source: videos: a file, folder, URL, ``s3://`` prefix or a .jsonl/.csv manifest.
         hashtags: comma-separated hashtags to keep (empty keeps every video).
         shards: curation fan-out: the videos are split into this many parallel steps.
-        store_backend: ``s3`` (MinIO) or ``local`` (a folder, ``store_root``; local runs).
+        store: the clip store, ``StoreSettings`` fields without credentials: ``backend``
+            ``s3`` (``endpoint``, ``bucket``, ``secure``, ...) or ``local`` (a folder,
+            ``root``; local runs). ``backend`` is required; fields left out take their defaults.
         secret_name: Kubernetes secret with ``accesskey``/``secretkey`` of the store.
         stage_services: in-cluster ``host:port`` of the ingestion/scenes/persons/clips services.
         model_size: ``tiny``, ``base`` (ViT-B) or ``giant`` (ViT-g).
@@ -101,12 +111,6 @@ def curate_and_train(
         launcher: ``kubernetes`` (PyTorchJobs, gRPC services) or ``local`` (torchrun,
             in-process stages).
     """
-    store = dict(
-        store_backend=store_backend,
-        store_root=store_root,
-        store_endpoint=store_endpoint,
-        store_bucket=store_bucket,
-    )
     cluster = dict(
         launcher=launcher,
         image=trainer_image,
@@ -119,7 +123,7 @@ def curate_and_train(
     )
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
-    plan = c.plan_shards(source=source, hashtags=hashtags, shards=shards, **store)
+    plan = c.plan_shards(source=source, hashtags=hashtags, shards=shards, store=store)
     # the same source (an s3:// prefix, a folder) may hold new videos on the next run
     plan.set_caching_options(False)
     with dsl.ParallelFor(plan.outputs["Output"], name="shard") as shard:
@@ -129,12 +133,12 @@ def curate_and_train(
             launcher=launcher,
             stage_services=stage_services,
             workers=curate_workers,
-            **store,
+            store=store,
         )
         # idempotent (content-addressed objects, merged manifests): a retry only redoes work
         curated.set_retry(2, backoff_duration="60s")
     report = c.dataset_report(
-        dataset=dataset, shards=dsl.Collected(curated.outputs["Output"]), **store
+        dataset=dataset, shards=dsl.Collected(curated.outputs["Output"]), store=store
     )
     pretrained = c.pretrain(
         manifest=report.outputs["manifest"],
@@ -143,7 +147,7 @@ def curate_and_train(
         epochs=epochs,
         overrides=pretrain_overrides,
         **cluster,
-        **store,
+        store=store,
     )
     with dsl.ParallelFor(benchmarks, name="benchmark") as benchmark:
         tuned = c.finetune(
@@ -156,7 +160,7 @@ def curate_and_train(
             synthetic_per_class=synthetic_per_class,
             benchmark_root=benchmark_root,
             **cluster,
-            **store,
+            store=store,
         )
         evaluated = c.evaluate(
             benchmark=benchmark,
@@ -166,7 +170,7 @@ def curate_and_train(
             overrides=finetune_overrides,
             synthetic_per_class=synthetic_per_class,
             benchmark_root=benchmark_root,
-            **store,
+            store=store,
         )
         _on_gpu_node(evaluated, gpu_node_selector)
     summary = c.summarize(results=dsl.Collected(evaluated.outputs["Output"]), model_size=model_size)

@@ -5,9 +5,9 @@ this module: kfp runs a component body with ``_KFP_RUNTIME=true``, where ``kfp.d
 ``component`` decorator, so the logic cannot live in the module that declares the components.
 Kept here it is importable and testable without KFP, and a component body stays a few lines.
 
-The store is given to each step as four parameters (backend, root, endpoint, bucket); its
-credentials arrive as ``H2A_STORE_ACCESS_KEY``/``H2A_STORE_SECRET_KEY`` from a Kubernetes secret
-the pipeline attaches, so they never appear in the run's parameters.
+The store is given to each step as one description, ``StoreSettings.to_description()``: its
+settings but the credentials, which arrive as ``H2A_STORE_ACCESS_KEY``/``H2A_STORE_SECRET_KEY``
+from a Kubernetes secret the pipeline attaches, so they never appear in the run's parameters.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from services.common.dataset import LIST_FOLDER, Dataset, Snapshot, training_lis
 from services.common.errors import InvalidSource, ObjectNotFound, error_from_reason
 from services.common.records import STAGES, Rejection
 from services.common.scratch import scratch_dir
-from services.common.store import ClipStore
+from services.common.store import ClipStore, LocalTransport
 from services.ingestion.sources import expand_source
 from services.trainer.recipes import RECIPES
 
@@ -94,22 +94,15 @@ _SYNTHETIC = {"num_frames": 16, "size": 64, "seed": 0}
 _BENCHMARK_SPLITS = ("train", "val", "test", "labels")
 
 
-def open_store(backend: str, root: str, endpoint: str, bucket: str) -> ClipStore:
+def open_store(description: dict[str, Any]) -> ClipStore:
     """The clip store a step uses; credentials come from the environment."""
-
-    given: dict[str, Any] = {"backend": backend, "endpoint": endpoint, "bucket": bucket}
-    if root:
-        given["root"] = Path(root)
-    return ClipStore.from_settings(StoreSettings(**given))
+    return ClipStore.from_settings(StoreSettings.from_description(description))
 
 
-def store_env(backend: str, root: str, endpoint: str, bucket: str) -> dict[str, str]:
-    """The same store as the environment a training process reads it from."""
-    env = {"H2A_STORE_BACKEND": backend, "H2A_STORE_ENDPOINT": endpoint, "H2A_STORE_BUCKET": bucket}
-    if root:
-        # torchrun and PyTorchJob processes may start elsewhere: never a relative root
-        env["H2A_STORE_ROOT"] = str(Path(root).resolve())
-    return env
+def store_env(description: dict[str, Any]) -> dict[str, str]:
+    """The same store as the environment a training process (torchrun, PyTorchJob) reads it
+    from; the credentials reach a PyTorchJob's pods from the secret, beside this."""
+    return StoreSettings.from_description(description).to_env()
 
 
 # --- curation ----------------------------------------------------------------------------
@@ -389,11 +382,11 @@ def _own_namespace() -> str:
     return path.read_text().strip() if path.is_file() else "kubeflow"
 
 
-def keep_checkpoint(uri: str, backend: str, store: ClipStore, artifact: Model) -> None:
+def keep_checkpoint(uri: str, store: ClipStore, artifact: Model) -> None:
     """Fill a Model artifact: the checkpoint itself on an embedded store; on S3, where the
     checkpoint already sits in the object store KFP uses and can weigh gigabytes, a pointer."""
     artifact.metadata["uri"] = uri
-    if backend == "local":
+    if isinstance(store.transport, LocalTransport):
         store.download(store.key_from_uri(uri), Path(artifact.path))
     else:
         Path(artifact.path).write_text(json.dumps({"uri": uri}) + "\n")

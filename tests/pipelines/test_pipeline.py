@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from google.protobuf import json_format, struct_pb2
 
 from pipelines.commands import pipeline
 from pipelines.curate_and_train import curate_and_train
 from pipelines.deployment import GPU_NODE_SELECTOR, SERVICES_IMAGE, STORE_SECRET, TRAINER_IMAGE
-from pipelines.steps import PAPER_RESULTS, split_sources, summary_markdown
+from pipelines.steps import (
+    PAPER_RESULTS,
+    keep_checkpoint,
+    open_store,
+    split_sources,
+    store_env,
+    summary_markdown,
+)
 from services.common.config import StoreSettings
 from services.common.samples import SAMPLE_HASHTAGS, sample_videos
+from services.common.store import ClipStore
+
+# What the store travelled as before it was one description: no component may take these.
+_STORE_STRINGS = {"store_backend", "store_root", "store_endpoint", "store_bucket"}
+_SECRET_KEY = "from-the-kubernetes-secret"
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +142,125 @@ def test_parameter_defaults_match_settings() -> None:
         for name, spec in curate_and_train.component_spec.inputs.items()
         if spec.default is not None
     }
-    store = StoreSettings()
-    assert defaults["store_endpoint"] == store.endpoint
-    assert defaults["store_bucket"] == store.bucket
+    store = StoreSettings.from_description(defaults["store"])
+    assert store.backend == "s3"
+    assert (store.endpoint, store.bucket) == (StoreSettings().endpoint, StoreSettings().bucket)
     assert defaults["launcher"] == "kubernetes"
     # what the training jobs' pods run and where: pipelines.deployment's definitions
     assert defaults["trainer_image"] == TRAINER_IMAGE
     assert defaults["gpu_node_selector"] == GPU_NODE_SELECTOR
     assert defaults["secret_name"] == STORE_SECRET
     assert set(defaults["benchmarks"]) <= set(PAPER_RESULTS["base"]) | {"synthetic"}
+
+
+def _component_tasks(ir: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every task that runs a component, from the root DAG and the loops' DAGs, by name."""
+    dags = [ir["spec"]["root"]["dag"]]
+    dags += [c["dag"] for c in ir["spec"]["components"].values() if "dag" in c]
+    components = ir["spec"]["components"]
+    return {
+        name: task
+        for dag in dags
+        for name, task in _tasks(dag).items()
+        if "executorLabel" in components[task["componentRef"]["name"]]
+    }
+
+
+def test_every_store_step_takes_the_one_store_description(ir: dict[str, Any]) -> None:
+    components = ir["spec"]["components"]
+    tasks = _component_tasks(ir)
+    takes_store = {
+        name
+        for name, task in tasks.items()
+        if "store" in components[task["componentRef"]["name"]]["inputDefinitions"]["parameters"]
+    }
+    assert takes_store == set(tasks) - {"summarize"}, "every step but the summary uses the store"
+    for name in takes_store:
+        parameters = components[tasks[name]["componentRef"]["name"]]["inputDefinitions"]
+        assert parameters["parameters"]["store"]["parameterType"] == "STRUCT", name
+        # the pipeline's own parameter, passed through unchanged (into the loops as a channel)
+        given = tasks[name]["inputs"]["parameters"]["store"]["componentInputParameter"]
+        assert given in {"store", "pipelinechannel--store"}, name
+    root = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert root["store"]["parameterType"] == "STRUCT"
+    for name, component in {"root": ir["spec"]["root"], **components}.items():
+        parameters = component.get("inputDefinitions", {}).get("parameters", {})
+        assert not {p.removeprefix("pipelinechannel--") for p in parameters} & _STORE_STRINGS, name
+
+
+def _through_kfp(description: dict[str, Any]) -> dict[str, Any]:
+    """A ``dict`` parameter as a step receives it: a protobuf Struct, whose numbers are
+    doubles."""
+    struct = struct_pb2.Struct()
+    struct.update(description)
+    return json_format.MessageToDict(struct)
+
+
+@pytest.fixture()
+def store_secret_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """No ``H2A_STORE_*`` settings but the credentials, as the pipeline's secret gives a pod."""
+    for name in [name for name in os.environ if name.startswith("H2A_STORE_")]:
+        monkeypatch.delenv(name)
+    secret = {"H2A_STORE_ACCESS_KEY": "h2a-access", "H2A_STORE_SECRET_KEY": _SECRET_KEY}
+    for name, value in secret.items():
+        monkeypatch.setenv(name, value)
+    return secret
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_store_description_round_trips_through_the_training_env(
+    backend: str,
+    store_secret_env: dict[str, str],
+    s3_settings: StoreSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if backend == "local":
+        described = {"backend": "local", "root": "relative/store"}
+    else:  # the loopback S3 of s3_settings, some fields away from their defaults
+        described = {**s3_settings.to_description(), "retries": 3, "cert_check": False}
+    description = _through_kfp(described)
+    settings = StoreSettings.from_description(description)
+    assert isinstance(open_store(description), ClipStore)
+
+    env = store_env(description)
+    assert not set(env) & set(store_secret_env), "credentials come from the secret only"
+    assert _SECRET_KEY not in json.dumps(description) + json.dumps(env)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir("/")  # a training process starts elsewhere
+    in_training = StoreSettings()
+
+    # the same settings, the relative root resolved where the step ran
+    assert in_training == settings.model_copy(update={"root": tmp_path.resolve() / settings.root})
+    assert in_training.secret_key is not None
+    assert in_training.secret_key.get_secret_value() == _SECRET_KEY
+
+
+def test_a_store_description_never_holds_credentials(s3_settings: StoreSettings) -> None:
+    assert s3_settings.secret_key is not None
+    secret = s3_settings.secret_key.get_secret_value()
+    description = s3_settings.to_description()
+    assert not {"access_key", "secret_key", "secret_dir"} & set(description)
+    assert secret not in json.dumps(description)
+    with pytest.raises(ValueError, match="no credentials"):
+        StoreSettings.from_description({**description, "secret_key": secret})
+    with pytest.raises(ValueError, match="names no backend"):
+        StoreSettings.from_description({"endpoint": "s3.example.org:443"})
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_checkpoint_artifact_embeds_a_local_checkpoint_and_points_at_s3(
+    backend: str, local_store: ClipStore, s3_settings: StoreSettings, tmp_path: Path
+) -> None:
+    store = local_store if backend == "local" else ClipStore.from_settings(s3_settings)
+    uri = store.put_text("checkpoints/r1/checkpoint-00000001.pth", "weights").uri
+    artifact = SimpleNamespace(metadata={}, path=str(tmp_path / "checkpoint"))
+    keep_checkpoint(uri, store, artifact)
+    assert artifact.metadata["uri"] == uri
+    kept = Path(artifact.path).read_text()
+    assert kept == ("weights" if backend == "local" else json.dumps({"uri": uri}) + "\n")
 
 
 def test_split_sources_filters_hashtags_and_shards(local_store: Any, tmp_path: Path) -> None:
