@@ -95,6 +95,8 @@ first match wins; ``pretrain`` is the training list of pre-training runs."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 _KINDS = ("clip", "review", "rejection", "attempt", "purged", "label")
 _READ_TRIES = 5
+# Sorts before every timed part: the lists of a dataset from before parts existed.
+_LEGACY_PART = f"{0:020d}-legacy000000"
 _PUBLISH_ROUNDS = 5
 COMPACT_AFTER_PARTS = 64
 """``publish`` compacts a dataset holding more parts than this, so reads stay a few objects."""
@@ -245,7 +247,11 @@ def _fold(dataset: str, parts: list[tuple[str, list[_Line]]]) -> Snapshot:
             tombstones[line.key] = line
         else:
             group = outcome.get(line.key)
-            if group and _commit(group[0].version) == _commit(line.version):
+            if (
+                group
+                and line.kind == group[0].kind == "clip"
+                and _commit(group[0].version) == _commit(line.version)
+            ):
                 group.append(line)  # one commit's clips of one input are one outcome
             else:
                 outcome[line.key] = [line]
@@ -369,12 +375,52 @@ class Dataset:
         (bounded); a part that fails verification is moved to the dataset's quarantine, logged
         and left out: the inputs it held get their outcomes again on the next run over them.
         """
+        self._adopt_legacy_lists()
         for _ in range(_READ_TRIES):
             try:
                 return _fold(self.name, list(self._read_parts()))
             except ObjectNotFound:
                 continue
         raise ObjectNotFound(f"dataset {self.name}: parts kept moving while read")
+
+    def _adopt_legacy_lists(self) -> None:
+        """Turn a dataset written before parts existed (lists only, never published from
+        parts) into its first part, so publishing it does not start from nothing.
+
+        The part's name is fixed and its content derived from the lists, so concurrent
+        adopters write the same object.
+        """
+        if self.part_names() or self.store.exists(self.view_key("dataset.json")):
+            return
+        lists = {
+            name: self.store.get_lines(self.view_key(name))
+            for name in ("clips.jsonl", "review.jsonl", "rejections.jsonl")
+        }
+        if not any(lists.values()):
+            return
+        labels_key = self.view_key("labels.json")
+        labels = self.store.get_json(labels_key) if self.store.exists(labels_key) else {}
+        # Old runs could leave a stale rejection beside a source's clip: the clip goes last, so
+        # it is the source's outcome.
+        records: list[Outcome] = [
+            Rejection.from_json(line)
+            for name in ("rejections.jsonl", "review.jsonl")
+            for line in lists[name]
+        ]
+        records += [ClipRecord.from_json(line) for line in lists["clips.jsonl"]]
+        hashtags = sorted(labels, key=lambda tag: int(labels[tag]))
+        hashtags += sorted({r.hashtag for r in records if isinstance(r, ClipRecord)} - set(labels))
+        lines = [
+            _Line(f"{_LEGACY_PART}:{i:08d}", "label", tag, {}) for i, tag in enumerate(hashtags)
+        ]
+        for record in records:
+            version = f"{_LEGACY_PART}:{len(lines):08d}"
+            lines.append(_Line(version, _kind(record), record.source, asdict(record)))
+        self._write_part(_LEGACY_PART, lines)
+        _logger.info(
+            "dataset lists adopted as its first part",
+            extra={"dataset": self.name, "records": len(records)},
+        )
 
     def _read_parts(self) -> Iterator[tuple[str, list[_Line]]]:
         for part in self.part_names():

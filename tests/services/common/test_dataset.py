@@ -283,3 +283,26 @@ def test_a_crash_at_any_store_operation_loses_nothing(tmp_path: Path):
         published = Dataset(store, "d").published()
         assert published is not None and published["version"] == snapshot.version, at
         assert len(store.get_lines(ClipStore.manifest_key("d", "pretrain.csv"))) == 4, at
+
+
+def test_a_dataset_from_before_parts_is_adopted_not_emptied(local_store: ClipStore):
+    """Lists written by the former read-merge-rewrite code become the dataset's first part."""
+    records = [clip("a", "piano"), clip("b", "dance")]
+
+    def key(name: str) -> str:
+        return ClipStore.manifest_key("old", name)
+
+    local_store.put_lines(key("clips.jsonl"), (r.to_json() for r in records))
+    # A stale rejection beside a's clip, as old runs left them.
+    local_store.put_lines(
+        key("rejections.jsonl"), [rejection("a").to_json(), rejection("c").to_json()]
+    )
+    local_store.put_json(key("labels.json"), {"piano": 0, "dance": 1})
+    dataset = Dataset(local_store, "old")
+    published = dataset.publish()
+    assert [c.source for c in published.clips] == ["a", "b"]
+    assert [r.source for r in published.rejections] == ["c"]
+    assert published.labels == {"piano": 0, "dance": 1}  # trained heads keep their classes
+    assert len(dataset.part_names()) == 1
+    dataset.add([clip("d", "archery")])
+    assert dataset.snapshot().labels["archery"] == 2 and len(dataset.part_names()) == 2
