@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from pipelines import steps
-from pipelines.curate_and_train import curate_and_train
+from pipelines.curate_and_train import CLUSTER_STORE, curate_and_train
 from pipelines.launcher import PyTorchJobRenderer, TrainingJobSpec, TrainJobRenderer
 from pipelines.training_templates import MANIFESTS, TEMPLATES, Template, render
 from services.common.store import ClipStore
 from services.trainer.checkpoint import CheckpointManager
 
 _IDS = [template.filename for template in TEMPLATES]
-_STORE = ("s3", "", "minio:9000", "hashtag2action")
+_STORE = CLUSTER_STORE
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=_IDS)
@@ -60,7 +60,7 @@ def pipeline_job(
             defaults["job_kind"],
         )
         manifest = "s3://hashtag2action/manifests/default/"
-        env = steps.store_env(*_STORE)
+        env = steps.store_env(_STORE)
         steps.train(
             mode, "tiny_pretrain", run, manifest, [], "kubernetes", local_store, env, cluster
         )
@@ -76,7 +76,7 @@ def _beyond_the_run(job: dict[str, Any]) -> dict[str, Any]:
     job = copy.deepcopy(job)
     del job["metadata"]
     job["spec"]["runPolicy"].pop("activeDeadlineSeconds", None)
-    store_settings = set(steps.store_env(*_STORE))
+    store_settings = set(steps.store_env(_STORE))
     for replica in job["spec"]["pytorchReplicaSpecs"].values():
         (container,) = replica["template"]["spec"]["containers"]
         container["command"] = container["command"][:3]
@@ -97,7 +97,7 @@ def test_the_pipeline_launches_the_template(kustomize, checks, pipeline_job, tem
 )
 def test_rendered_training_pods_are_valid_and_hardened(checks, renderer: Any) -> None:
     spec = TrainingJobSpec(
-        name="pretrain-r1", args=("pretrain",), num_nodes=2, env=steps.store_env(*_STORE)
+        name="pretrain-r1", args=("pretrain",), num_nodes=2, env=steps.store_env(_STORE)
     )
     job = renderer.render(spec, "research")
     checks.validate_object(job)
