@@ -145,6 +145,7 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path, verbose: bool = Fa
     from pipelines.curate_and_train import curate_and_train
     from services.common.config import StoreSettings
     from services.common.store import ClipStore
+    from services.curation.report import REPORT_NAME
 
     arguments = {"launcher": "local", "store": _embedded_store(), **arguments}
     pipeline_root = Path(pipeline_root).resolve()
@@ -169,7 +170,7 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path, verbose: bool = Fa
         folder=folder,
         report=Path(task.outputs["report"].path),
         store_report=StoreSettings.from_description(arguments["store"]).root
-        / ClipStore.manifest_key(arguments.get("dataset", "default"), "report.md"),
+        / ClipStore.manifest_key(arguments.get("dataset", "default"), REPORT_NAME),
         summary=Path(task.outputs["summary"].path),
         elapsed_s=time.monotonic() - started,
         log=log,
