@@ -31,6 +31,7 @@ from services.trainer.videomae import pretrain_loss
 
 __all__ = [
     "EvalResult",
+    "LossFn",
     "NonFiniteLoss",
     "classify_step_loss",
     "evaluate",
@@ -148,8 +149,12 @@ class EvalResult:
         top = np.argsort(-self.probabilities, axis=1)[:, :k]
         return float(np.mean([label in row for label, row in zip(self.labels, top, strict=True)]))
 
+    def predictions(self) -> np.ndarray:
+        """The most probable class of each video (none when no video was readable)."""
+        return self.probabilities.argmax(axis=1) if len(self.labels) else np.zeros(0, int)
+
     def per_class_accuracy(self, num_classes: int) -> np.ndarray:
-        predicted = self.probabilities.argmax(axis=1)
+        predicted = self.predictions()
         return np.array(
             [
                 float(np.mean(predicted[self.labels == c] == c))
