@@ -1,0 +1,221 @@
+"""The training loop: epochs of ``engine.train_one_epoch`` from a restored position to the end.
+
+The loop reads as the plan, as torchtitan's: for each epoch from where the ``TrainProgress``
+stands, point the sampler past the batches already trained on, train, validate; checkpoint when
+due and at the end. Everything it changes is passed in: the model and optimiser, the progress,
+and the ``CheckpointManager`` that saves them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from services.common.records import ObjectRef, Rejection
+from services.trainer.checkpoint import CheckpointManager
+from services.trainer.data import Batch, ResumableSampler
+from services.trainer.engine import EvalResult, LossFn, train_one_epoch
+from services.trainer.optim import cosine_lr
+from services.trainer.parallelize import DistInfo
+
+__all__ = ["CosineSchedule", "MetricsLog", "RejectionLog", "TrainProgress", "train"]
+
+
+@dataclass(frozen=True, slots=True)
+class CosineSchedule:
+    """The lr of each step: linear warmup over ``warmup`` steps, then half a cosine."""
+
+    total: int
+    warmup: int
+    peak: float
+    warmup_lr: float
+    min_lr: float
+
+    def __call__(self, step: int) -> float:
+        return cosine_lr(step, self.total, self.warmup, self.peak, self.warmup_lr, self.min_lr)
+
+
+@dataclass(slots=True)
+class TrainProgress:
+    """Where training stands: the global step, the epoch, the batches done in it (Stateful).
+
+    Saved as the checkpoint's own keys: ``step``; ``epoch``, the reference's key; ``data``, the
+    sampler's position; ``scheduler``, the schedule's position (to read: the lr follows from the
+    step and the config, so nothing restores it).
+    """
+
+    schedule: CosineSchedule
+    step: int = 0
+    epoch: int = 0
+    batches: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        s = self.schedule
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "scheduler": {"step": self.step, "total": s.total, "warmup": s.warmup, "peak": s.peak},
+            "data": {"epoch": self.epoch, "batches": self.batches},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], /) -> None:
+        step, data = state["step"], state["data"]
+        self.step, self.epoch, self.batches = step, data["epoch"], data["batches"]
+
+
+class MetricsLog:
+    """metrics.jsonl and TensorBoard on rank 0; nothing on the other ranks."""
+
+    def __init__(self, folder: Path, enabled: bool) -> None:
+        self.path = folder / "metrics.jsonl"
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(folder / "tensorboard"))
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"step": step, **values}) + "\n")
+        for name, value in values.items():
+            if isinstance(value, int | float) and self.writer is not None:
+                self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class RejectionLog:
+    """The videos a run skipped: rejections.jsonl on rank 0, and their sources in memory."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.sources: set[str] = set()
+
+    def record(self, rejections: list[Rejection]) -> None:
+        self.sources.update(r.source for r in rejections)
+        if self.enabled and rejections:
+            with open(self.path, "a") as handle:
+                handle.writelines(r.to_json() + "\n" for r in rejections)
+
+
+def train(
+    model: nn.Module,
+    loader: DataLoader,
+    sampler: ResumableSampler,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss_fn: LossFn,
+    progress: TrainProgress,
+    checkpoints: CheckpointManager,
+    *,
+    epochs: int,
+    info: DistInfo,
+    amp_dtype: torch.dtype | None,
+    clip_grad: float,
+    metrics: MetricsLog,
+    rejections: RejectionLog,
+    log_interval: int,
+    max_steps: int = 0,
+    validate: Callable[[], EvalResult] | None = None,
+    eval_every_epochs: int = 1,
+    show_progress: bool = False,
+) -> ObjectRef | None:
+    """Train from ``progress`` to the end of its schedule, or to ``max_steps``.
+
+    Args:
+        model: the model to train, wrapped as ``parallelize`` returns it.
+        loader: the training batches, drawn by ``sampler``.
+        sampler: the sampler of ``loader``; each epoch starts past ``progress.batches``.
+        optimizer: the optimiser of the model's parameters.
+        scaler: the fp16 grad scaler (disabled for other precisions).
+        loss_fn: the loss of a batch (``engine.pretrain_step_loss`` or a classifier's).
+        progress: where training stands; advanced in place.
+        checkpoints: saves the run's state every ``checkpoints.interval`` steps and at the end.
+        epochs: the epochs of the schedule.
+        info: this process's rank and device.
+        amp_dtype: the autocast dtype, None for fp32.
+        clip_grad: the gradient-norm limit, 0 for none.
+        metrics: where losses and validation results go.
+        rejections: where unreadable videos are recorded.
+        log_interval: steps between two logged losses.
+        max_steps: stop after this step (0: at the end of the schedule).
+        validate: a validation pass, run every ``eval_every_epochs`` epochs.
+        eval_every_epochs: epochs between two validations.
+        show_progress: a progress bar per epoch.
+
+    Returns:
+        The final checkpoint, or None on a rank that does not write.
+    """
+    after_step = partial(
+        _after_step,
+        progress=progress,
+        checkpoints=checkpoints,
+        metrics=metrics,
+        log_interval=log_interval,
+        max_steps=max_steps,
+    )
+    while progress.epoch < epochs and progress.step < progress.schedule.total:
+        sampler.set_epoch(progress.epoch, progress.batches * loader.batch_size)
+        batches: Iterable[Batch] = iter(loader)
+        if show_progress:
+            batches = tqdm(batches, total=len(loader), desc=f"epoch {progress.epoch}", leave=False)
+        train_one_epoch(
+            model,
+            batches,
+            optimizer,
+            scaler,
+            progress.schedule,
+            loss_fn,
+            step=progress.step,
+            info=info,
+            amp_dtype=amp_dtype,
+            clip_grad=clip_grad,
+            after_step=after_step,
+            on_rejections=rejections.record,
+        )
+        if max_steps and progress.step >= max_steps:
+            break
+        progress.epoch, progress.batches = progress.epoch + 1, 0
+        if validate is not None and progress.epoch % eval_every_epochs == 0:
+            result = validate()
+            metrics.log(
+                progress.step,
+                {"epoch": progress.epoch, "val_top1": result.topk(1), "val_top5": result.topk(5)},
+            )
+    return checkpoints.save(progress.step)
+
+
+def _after_step(
+    step: int,
+    values: dict[str, float],
+    *,
+    progress: TrainProgress,
+    checkpoints: CheckpointManager,
+    metrics: MetricsLog,
+    log_interval: int,
+    max_steps: int,
+) -> bool:
+    """Advance ``progress`` past the batch, log, checkpoint when due; False stops the epoch."""
+    total = progress.schedule.total
+    progress.step, progress.batches = step, progress.batches + 1
+    if step % log_interval == 0 or step == total:
+        metrics.log(step, {"epoch": progress.epoch, **values, "time": time.time()})
+    if checkpoints.due(step):
+        checkpoints.save(step)
+    return step < total and not (max_steps and step >= max_steps)
