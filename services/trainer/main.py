@@ -1,22 +1,24 @@
 """The trainer's one entry point: pre-training, fine-tuning, weak-label training, evaluation.
 
 ``run(mode, config)`` is the whole job: build -> resume -> epochs (train, validate, checkpoint)
--> final checkpoint -> multi-view test. The same function runs in-process (kfp components,
-tests), under ``torchrun`` (CPU, gloo) and in a PyTorchJob container (NCCL); the process group
-comes from the environment those set. ``python -m services.trainer`` and ``h2a train`` are its
-command line (``services.trainer.commands``).
+-> final checkpoint -> multi-view test. This module wires the parts: the configuration
+(``resolve_config``), the model, the data, the training loop (``services.trainer.training``),
+the checkpoint manager that owns the resumable state (``services.trainer.checkpoint``) and the
+test's outputs (``services.trainer.evaluation``). The same function runs in-process (kfp
+components, tests), under ``torchrun`` (CPU, gloo) and in a PyTorchJob container (NCCL); the
+process group comes from the environment those set. ``python -m services.trainer`` and
+``h2a train`` are its command line (``services.trainer.commands``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +26,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Subset
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Subset
 
 from services.common.dataset import training_lists
 from services.common.errors import ConfigError
 from services.common.logs import RankFilter
-from services.common.records import Rejection
 from services.common.store import ClipStore
 from services.trainer import videomae
-from services.trainer.checkpoint import CheckpointManager, capture_rng, restore_rng
+from services.trainer.checkpoint import CheckpointManager, RankRandomStates, Stateful
 from services.trainer.data import (
     MultiViewDataset,
     ResumableSampler,
@@ -45,20 +45,22 @@ from services.trainer.data import (
 )
 from services.trainer.engine import (
     EvalResult,
+    LossFn,
     classify_step_loss,
     evaluate,
     pretrain_step_loss,
-    train_one_epoch,
 )
-from services.trainer.optim import build_optimizer, cosine_lr, effective_lr
-from services.trainer.parallelize import (
-    DistInfo,
-    all_gather_objects,
-    init_distributed,
-    parallelize,
-    unwrap,
-)
+from services.trainer.evaluation import write_evaluation
+from services.trainer.optim import build_optimizer, effective_lr
+from services.trainer.parallelize import DistInfo, init_distributed, parallelize, unwrap
 from services.trainer.recipes import TrainConfig, apply_overrides, get_recipe, load_config_file
+from services.trainer.training import (
+    CosineSchedule,
+    MetricsLog,
+    RejectionLog,
+    TrainProgress,
+    train,
+)
 from services.trainer.transforms import (
     build_mixup,
     eval_views,
@@ -66,7 +68,7 @@ from services.trainer.transforms import (
     pretrain_transform,
 )
 
-__all__ = ["MODES", "RunResult", "build_model", "resolve_config", "run", "write_evaluation"]
+__all__ = ["MODES", "RunResult", "build_model", "resolve_config", "run"]
 
 _logger = logging.getLogger(__name__)
 
@@ -173,32 +175,6 @@ def _mask_fn(
     return masks
 
 
-class _Metrics:
-    """metrics.jsonl and TensorBoard on rank 0; nothing on the other ranks."""
-
-    def __init__(self, folder: Path, enabled: bool) -> None:
-        self.path = folder / "metrics.jsonl"
-        self.enabled = enabled
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(folder / "tensorboard"))
-
-    def log(self, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps({"step": step, **values}) + "\n")
-        for name, value in values.items():
-            if isinstance(value, int | float) and self.writer is not None:
-                self.writer.add_scalar(name, value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 def run(mode: str, config: TrainConfig, store: ClipStore | None = None) -> RunResult:
     """Run one training or evaluation job; see the module docstring.
 
@@ -228,6 +204,8 @@ def run(mode: str, config: TrainConfig, store: ClipStore | None = None) -> RunRe
 
 
 class _Job:
+    """One run's wiring: its config, store, process and output folder, shared by the steps."""
+
     def __init__(
         self, mode: str, config: TrainConfig, store: ClipStore, info: DistInfo, output: Path
     ) -> None:
@@ -237,17 +215,48 @@ class _Job:
         self.info = info
         self.output = output
         self.amp = _amp_dtype(config.runtime.precision, info.device)
-        self.rejections: list[Rejection] = []
-        self.manager = CheckpointManager(
-            store,
-            config.checkpoint.run,
-            config.checkpoint.interval_steps,
-            config.checkpoint.keep_latest_k,
-        )
+        self.rejections = RejectionLog(output / "rejections.jsonl", info.is_main)
         seed = config.runtime.seed + info.rank
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+    def run(self) -> RunResult:
+        c = self.config
+        train_entries = self._entries(c.data.train, "train")
+        test_entries = self._entries(c.data.test or c.data.val, "test")
+        names = self._class_names(train_entries or test_entries) if self.mode != "pretrain" else []
+        model = build_model(self.mode, c, len(names))
+        if c.model.init_checkpoint:
+            self._initialise(model)
+        if self.info.is_main:
+            (self.output / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+            self.store.put_json(
+                self.store.checkpoint_key(c.checkpoint.run, "config.json"), c.to_dict()
+            )
+        model = parallelize(
+            model,
+            self.info,
+            activation_checkpointing=c.model.use_checkpoint,
+            compile=c.runtime.compile,
+        )
+        steps, checkpoint = 0, ""
+        if self.mode != "evaluate":
+            steps, checkpoint = self._train(model, train_entries, names)
+        elif not c.model.init_checkpoint:
+            self._restore_model(model)
+        evaluation = {}
+        if test_entries and self.mode != "pretrain":
+            evaluation = self._test(model, test_entries, names)
+        return RunResult(
+            self.mode,
+            self.output,
+            checkpoint,
+            self.output / "metrics.jsonl",
+            steps,
+            len(self.rejections.sources),
+            evaluation,
+        )
 
     def _entries(self, source: str, subset: str) -> list[VideoEntry]:
         d = self.config.data
@@ -258,45 +267,6 @@ class _Job:
             with _opened(self.config.data.labels, self.store) as path:
                 return read_class_names(path)
         return [str(c) for c in range(max((e.label for e in entries), default=0) + 1)]
-
-    def run(self) -> RunResult:
-        c, info = self.config, self.info
-        train = self._entries(c.data.train, "train")
-        test = self._entries(c.data.test or c.data.val, "test")
-        names = self._class_names(train or test) if self.mode != "pretrain" else []
-        model = build_model(self.mode, c, len(names))
-        if c.model.init_checkpoint:
-            self._initialise(model)
-        if info.is_main:
-            (self.output / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
-            self.store.put_json(
-                self.store.checkpoint_key(c.checkpoint.run, "config.json"), c.to_dict()
-            )
-        model = parallelize(
-            model, info, activation_checkpointing=c.model.use_checkpoint, compile=c.runtime.compile
-        )
-        steps, checkpoint = 0, ""
-        if self.mode != "evaluate":
-            steps, checkpoint = self._train(model, train, names)
-        elif not c.model.init_checkpoint:
-            state = self.manager.load()
-            if state is None:
-                raise ConfigError(
-                    f"evaluate needs model.init_checkpoint or a checkpoint of run "
-                    f"{c.checkpoint.run!r} in the store"
-                )
-            unwrap(model).load_state_dict(state["model"])
-        evaluation = self._test(model, test, names) if test and self.mode != "pretrain" else {}
-        rejected = len({r.source for r in self.rejections})
-        return RunResult(
-            self.mode,
-            self.output,
-            checkpoint,
-            self.output / "metrics.jsonl",
-            steps,
-            rejected,
-            evaluation,
-        )
 
     def _initialise(self, model: nn.Module) -> None:
         """Load ``model.init_checkpoint``; only a fresh head may stay unfilled.
@@ -314,26 +284,41 @@ class _Job:
             raise videomae.IncompatibleCheckpoint(f"{source} leaves {missing} unfilled")
         _logger.info("initialised from %s (dropped %s)", source, sorted(report.dropped))
 
+    def _restore_model(self, model: nn.Module) -> None:
+        """Evaluate the run's own latest checkpoint: its model, nothing else."""
+        if not self._checkpoints({"model": unwrap(model)}).restore():
+            raise ConfigError(
+                f"evaluate needs model.init_checkpoint or a checkpoint of run "
+                f"{self.config.checkpoint.run!r} in the store"
+            )
+
+    def _checkpoints(self, states: dict[str, Stateful], **parts: Any) -> CheckpointManager:
+        """The run's checkpoint manager over ``states`` (``parts``: progress, metadata)."""
+        k = self.config.checkpoint
+        return CheckpointManager(
+            self.store,
+            k.run,
+            k.interval_steps,
+            k.keep_latest_k,
+            states,
+            writes=self.info.is_main,
+            **parts,
+        )
+
     def _train(
         self, model: nn.Module, entries: list[VideoEntry], names: list[str]
     ) -> tuple[int, str]:
+        """Train ``model`` on ``entries``; returns the step reached and the final checkpoint."""
         c, info = self.config, self.info
         d, o = c.data, c.optim
         plain = unwrap(model)
-        pretrain = self.mode == "pretrain"
-        if pretrain:
-            transform = pretrain_transform(c.model.img_size, d.train_scales, d.flip)
-        else:
-            transform = finetune_transform(
-                c.model.img_size, d.flip, d.rand_augment, d.reprob, d.crop_scale
-            )
         dataset = VideoDataset(
             entries,
-            transform,
+            self._train_transform(),
             c.model.num_frames,
             d.sampling_rate,
             d.num_sample,
-            masks=_mask_fn(plain, c) if pretrain else None,
+            masks=_mask_fn(plain, c) if self.mode == "pretrain" else None,
             store=self.store,
             seed=c.runtime.seed,
         )
@@ -344,117 +329,100 @@ class _Job:
             raise ValueError(
                 f"data.batch_size {d.batch_size} exceeds the {len(sampler)} videos per rank"
             )
-        clips_per_step = d.batch_size * d.num_sample * info.world
-        # The reference scales all three lrs by the batch, not only the peak.
-        peak = effective_lr(o.base_lr, clips_per_step)
-        warmup_lr = effective_lr(o.warmup_lr, clips_per_step)
-        min_lr = effective_lr(o.min_lr, clips_per_step)
-        total, warmup = o.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch)
-        _logger.info("%d clips per step, effective lr %.3g, %d steps", clips_per_step, peak, total)
-        optimizer = build_optimizer(plain, peak, o.weight_decay, o.betas, o.eps, o.layer_decay)
-        scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == torch.float16)
-        mixer = (
-            None
-            if pretrain
-            else build_mixup(d.mixup, d.cutmix, d.mixup_switch_prob, d.smoothing, len(names))
+        progress = TrainProgress(self._schedule(steps_per_epoch))
+        optimizer = build_optimizer(
+            plain, progress.schedule.peak, o.weight_decay, o.betas, o.eps, o.layer_decay
         )
-        loss_fn = pretrain_step_loss if pretrain else classify_step_loss(mixer, d.smoothing)
-        step, epoch, done = 0, 0, 0
-        state = self.manager.load() if c.checkpoint.resume else None
-        if state is not None:
-            plain.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            step, epoch, done = state["step"], state["data"]["epoch"], state["data"]["batches"]
-            restore_rng(state["rng"][info.rank])
+        scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == torch.float16)
+        loss_fn = self._loss_fn(len(names))
+        checkpoints = self._checkpoints(
+            {
+                "model": plain,
+                "optimizer": optimizer,
+                "scaler": scaler,
+                "rng": RankRandomStates(info),
+            },
+            progress=progress,
+            metadata={"args": c.to_dict(), "mode": self.mode, "classes": names},
+        )
+        if c.checkpoint.resume and checkpoints.restore():
             _logger.info(
-                "resumed %s at step %d (epoch %d, batch %d)", c.checkpoint.run, step, epoch, done
+                "resumed %s at step %d (epoch %d, batch %d)",
+                c.checkpoint.run,
+                progress.step,
+                progress.epoch,
+                progress.batches,
             )
-        metrics = _Metrics(self.output, info.is_main)
-        last_ref, saved_at = "", -1
-        position = {"epoch": epoch, "batches": done}
-
-        def save(at: int) -> str:
-            nonlocal saved_at
-            saved_at = at
-            rngs = all_gather_objects(capture_rng(), info)
-            if not info.is_main:
-                return ""
-            ref = self.manager.save(
-                at,
-                {
-                    "model": plain.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": position["epoch"],
-                    "scaler": scaler.state_dict(),
-                    "args": c.to_dict(),
-                    "step": at,
-                    "scheduler": {"step": at, "total": total, "warmup": warmup, "peak": peak},
-                    "data": dict(position),
-                    "rng": rngs,
-                    "mode": self.mode,
-                    "classes": names,
-                },
-            )
-            return ref.uri
-
-        def after_step(at: int, values: dict[str, float]) -> bool:
-            nonlocal last_ref
-            position["batches"] += 1
-            if at % c.runtime.log_interval == 0 or at == total:
-                metrics.log(at, {"epoch": position["epoch"], **values, "time": time.time()})
-            if self.manager.due(at):
-                last_ref = save(at)
-            return at < total and not (c.runtime.max_steps and at >= c.runtime.max_steps)
-
+        validate = None
+        if d.val and self.mode != "pretrain":
+            validate = partial(self._validate, model, self._entries(d.val, "test"))
+        metrics = MetricsLog(self.output, info.is_main)
         try:
-            while epoch < o.epochs and step < total:
-                position.update(epoch=epoch, batches=done)
-                sampler.set_epoch(epoch, done * d.batch_size)
-                batches: Iterator = iter(loader)
-                if info.is_main and c.runtime.progress:
-                    batches = tqdm(
-                        batches, total=steps_per_epoch - done, desc=f"epoch {epoch}", leave=False
-                    )
-                step = train_one_epoch(
-                    model,
-                    batches,
-                    optimizer,
-                    scaler,
-                    lambda s: cosine_lr(s, total, warmup, peak, warmup_lr, min_lr),
-                    loss_fn,
-                    step=step,
-                    info=info,
-                    amp_dtype=self.amp,
-                    clip_grad=o.clip_grad,
-                    after_step=after_step,
-                    on_rejections=self._reject,
-                )
-                if c.runtime.max_steps and step >= c.runtime.max_steps:
-                    break
-                epoch, done = epoch + 1, 0
-                position.update(epoch=epoch, batches=0)
-                if not pretrain and d.val and epoch % c.runtime.eval_every_epochs == 0:
-                    result = self._evaluate(model, self._entries(d.val, "test"), 1, 1, False)
-                    metrics.log(
-                        step,
-                        {"epoch": epoch, "val_top1": result.topk(1), "val_top5": result.topk(5)},
-                    )
-            if saved_at != step:
-                last_ref = save(step)
+            saved = train(
+                model,
+                loader,
+                sampler,
+                optimizer,
+                scaler,
+                loss_fn,
+                progress,
+                checkpoints,
+                epochs=o.epochs,
+                info=info,
+                amp_dtype=self.amp,
+                clip_grad=o.clip_grad,
+                metrics=metrics,
+                rejections=self.rejections,
+                log_interval=c.runtime.log_interval,
+                max_steps=c.runtime.max_steps,
+                validate=validate,
+                eval_every_epochs=c.runtime.eval_every_epochs,
+                show_progress=info.is_main and c.runtime.progress,
+            )
         finally:
             metrics.close()
-        return step, last_ref
+        return progress.step, saved.uri if saved else ""
 
-    def _reject(self, rejections: list[Rejection]) -> None:
-        self.rejections.extend(rejections)
-        if self.info.is_main:
-            with open(self.output / "rejections.jsonl", "a") as handle:
-                handle.writelines(r.to_json() + "\n" for r in rejections)
+    def _train_transform(self) -> Callable[[np.ndarray], Any]:
+        m, d = self.config.model, self.config.data
+        if self.mode == "pretrain":
+            return pretrain_transform(m.img_size, d.train_scales, d.flip)
+        return finetune_transform(m.img_size, d.flip, d.rand_augment, d.reprob, d.crop_scale)
 
-    def _evaluate(
-        self, model: nn.Module, entries: list[VideoEntry], segments: int, crops: int, tsn: bool
-    ) -> EvalResult:
+    def _schedule(self, steps_per_epoch: int) -> CosineSchedule:
+        d, o = self.config.data, self.config.optim
+        clips_per_step = d.batch_size * d.num_sample * self.info.world
+        # The reference scales all three lrs by the batch, not only the peak.
+        schedule = CosineSchedule(
+            total=o.epochs * steps_per_epoch,
+            warmup=round(o.warmup_epochs * steps_per_epoch),
+            peak=effective_lr(o.base_lr, clips_per_step),
+            warmup_lr=effective_lr(o.warmup_lr, clips_per_step),
+            min_lr=effective_lr(o.min_lr, clips_per_step),
+        )
+        _logger.info(
+            "%d clips per step, effective lr %.3g, %d steps",
+            clips_per_step,
+            schedule.peak,
+            schedule.total,
+        )
+        return schedule
+
+    def _loss_fn(self, num_classes: int) -> LossFn:
+        if self.mode == "pretrain":
+            return pretrain_step_loss
+        d = self.config.data
+        mixer = build_mixup(d.mixup, d.cutmix, d.mixup_switch_prob, d.smoothing, num_classes)
+        return classify_step_loss(mixer, d.smoothing)
+
+    def _validate(self, model: nn.Module, entries: list[VideoEntry]) -> EvalResult:
+        """One view per video; the loader (and its workers) lives for this pass only."""
+        return evaluate(model, self._multi_view_loader(entries, 1, 1, False), self.info, self.amp)
+
+    def _multi_view_loader(
+        self, entries: list[VideoEntry], segments: int, crops: int, tsn: bool
+    ) -> DataLoader:
+        """This rank's share of ``entries``, each video as ``segments x crops`` views."""
         c, info = self.config, self.info
         size = c.model.img_size
         dataset = MultiViewDataset(
@@ -468,7 +436,7 @@ class _Job:
         )
         # Uneven shards are fine here: results are gathered once, not reduced per batch.
         indices = list(range(info.rank, len(dataset), info.world))
-        loader = build_loader(
+        return build_loader(
             Subset(dataset, indices),
             max(1, c.data.batch_size // (segments * crops)),
             c.data.num_workers,
@@ -476,15 +444,15 @@ class _Job:
             c.data.prefetch_factor,
             drop_last=False,
         )
-        return evaluate(model, loader, info, self.amp)
 
     def _test(
         self, model: nn.Module, entries: list[VideoEntry], names: list[str]
     ) -> dict[str, Any]:
+        """The multi-view test of ``model``; its outputs written and uploaded on rank 0."""
         d = self.config.data
-        result = self._evaluate(model, entries, d.test_segments, d.test_crops, d.tsn_segments)
-        if result.rejections:
-            self._reject(result.rejections)
+        loader = self._multi_view_loader(entries, d.test_segments, d.test_crops, d.tsn_segments)
+        result = evaluate(model, loader, self.info, self.amp)
+        self.rejections.record(result.rejections)
         if not self.info.is_main:
             return {}
         return write_evaluation(
@@ -495,74 +463,3 @@ class _Job:
             self.store,
             self.config.checkpoint.run,
         )
-
-
-def write_evaluation(
-    result: EvalResult,
-    entries: list[VideoEntry],
-    names: list[str],
-    folder: Path,
-    store: ClipStore,
-    run: str,
-) -> dict[str, Any]:
-    """Top-1/top-5, per-class accuracy, predictions CSV and confusion-matrix PNG.
-
-    Written to ``folder`` and to the store under ``checkpoints/{run}/evaluation/``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    num_classes = len(names)
-    predicted = result.probabilities.argmax(axis=1) if len(result.labels) else np.zeros(0, int)
-    with open(folder / "predictions.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video", "label", "predicted", "confidence", "top5"])
-        for row, index in enumerate(result.indices):
-            top5 = np.argsort(-result.probabilities[row])[:5]
-            writer.writerow([
-                entries[index].path, names[result.labels[row]], names[predicted[row]],
-                f"{result.probabilities[row, predicted[row]]:.4f}",
-                " ".join(names[k] for k in top5),
-            ])  # fmt: skip
-    per_class = result.per_class_accuracy(num_classes)
-    with open(folder / "per_class.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["class", "videos", "accuracy"])
-        for c, name in enumerate(names):
-            writer.writerow([name, int(np.sum(result.labels == c)), f"{per_class[c]:.4f}"])
-    confusion = np.zeros((num_classes, num_classes), dtype=int)
-    np.add.at(confusion, (result.labels, predicted), 1)
-    side = min(20.0, 3 + 0.3 * num_classes)
-    figure, axes = plt.subplots(figsize=(side, side))
-    axes.imshow(confusion, cmap="Blues")
-    if num_classes <= 60:
-        axes.set_xticks(range(num_classes), names, rotation=90, fontsize=6)
-        axes.set_yticks(range(num_classes), names, fontsize=6)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("label")
-    figure.tight_layout()
-    figure.savefig(folder / "confusion.png", dpi=100)
-    plt.close(figure)
-    summary = {
-        "top1": result.topk(1),
-        "top5": result.topk(5),
-        "mean_class_accuracy": float(np.nanmean(per_class)) if len(result.labels) else float("nan"),
-        "videos": len(result.labels),
-        "rejected": len(result.rejections),
-        "rejected_videos": [r.source for r in result.rejections],
-    }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    files = {}
-    for name in ("predictions.csv", "per_class.csv", "confusion.png", "summary.json"):
-        ref = store.put_file(store.checkpoint_key(run, f"evaluation/{name}"), folder / name)
-        files[name] = {"path": str(folder / name), "uri": ref.uri}
-    _logger.info(
-        "evaluation: top1 %.4f top5 %.4f over %d videos",
-        summary["top1"],
-        summary["top5"],
-        summary["videos"],
-    )
-    return {**summary, "files": files}
