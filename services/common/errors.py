@@ -15,6 +15,7 @@ __all__ = [
     "DeadlineExceeded",
     "DownloadFailed",
     "FilteredOut",
+    "FrameTooLarge",
     "H2AError",
     "IntegrityError",
     "InvalidKey",
@@ -24,6 +25,7 @@ __all__ = [
     "ObjectNotFound",
     "QuotaExceeded",
     "ServiceUnavailable",
+    "SourceNotAllowed",
     "SourceNotFound",
     "SourceTooLarge",
     "StoreUnavailable",
@@ -68,6 +70,13 @@ class InvalidSource(H2AError):
     grpc_status = "INVALID_ARGUMENT"
 
 
+class SourceNotAllowed(H2AError):
+    """A local path a remote caller named outside the ingestion service's allowed roots."""
+
+    reason = "SOURCE_NOT_ALLOWED"
+    grpc_status = "PERMISSION_DENIED"
+
+
 class SourceNotFound(H2AError):
     reason = "SOURCE_NOT_FOUND"
     grpc_status = "NOT_FOUND"
@@ -83,6 +92,14 @@ class DownloadFailed(H2AError):
 
 class SourceTooLarge(H2AError):
     reason = "SOURCE_TOO_LARGE"
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class FrameTooLarge(H2AError):
+    """Frames over the pixel limit, or of a size the stream header does not give: decoding even
+    one would take memory the file's size does not suggest (a 16000x16000 image in 250 KB)."""
+
+    reason = "FRAME_TOO_LARGE"
     grpc_status = "INVALID_ARGUMENT"
 
 

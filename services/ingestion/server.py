@@ -1,12 +1,14 @@
 """The Ingestion gRPC service: ``ingest`` behind a stub, and the conversions of its messages.
 
 ``GrpcStages`` uses the same conversions on the client side, so a record survives the round
-trip exactly (metadata travels as JSON, which keeps integers integers).
+trip exactly (metadata travels as JSON, which keeps integers integers). Items come from remote
+callers: ``ingest`` reads their local paths only under ``H2A_INGEST_ALLOWED_ROOTS``.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import grpc
 from hashtag2action.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
@@ -33,6 +35,11 @@ __all__ = [
 
 SERVICE = ingestion_pb2.DESCRIPTOR.services_by_name["Ingestion"]
 
+# Platform metadata is a few flat fields (a description at most a few KB long); it is copied
+# into every record of the source.
+_MAX_METADATA_BYTES = 64 * 1024
+_MAX_METADATA_DEPTH = 8
+
 
 class IngestionServer(ServiceSettings):
     """Settings of the ingestion service: the shared sections plus ``H2A_INGEST_*``."""
@@ -48,11 +55,37 @@ def item_to_proto(item: SourceItem) -> ingestion_pb2.SourceItem:
     )
 
 
+def _depth(value: Any) -> int:
+    """How many levels of JSON containers ``value`` nests (0 for a scalar), counted level by
+    level rather than by recursion."""
+    depth, level = 0, [value]
+    while level := [node for node in level if isinstance(node, dict | list)]:
+        depth += 1
+        level = [
+            child for node in level for child in (node.values() if isinstance(node, dict) else node)
+        ]
+    return depth
+
+
 def item_from_proto(message: ingestion_pb2.SourceItem) -> SourceItem:
+    size = len(message.metadata_json.encode())
+    if size > _MAX_METADATA_BYTES:
+        raise InvalidRequest(
+            f"SourceItem.metadata_json holds {size} bytes, over {_MAX_METADATA_BYTES}"
+        )
+    metadata: Any = {}
     try:
-        metadata = json.loads(message.metadata_json) if message.metadata_json else {}
+        if message.metadata_json:
+            metadata = json.loads(message.metadata_json)
+        too_deep = _depth(metadata) > _MAX_METADATA_DEPTH
     except json.JSONDecodeError as error:
         raise InvalidRequest(f"SourceItem.metadata_json is not JSON: {error}") from error
+    except RecursionError:  # the parser recurses once per level: far past the limit
+        too_deep = True
+    if too_deep:
+        raise InvalidRequest(
+            f"SourceItem.metadata_json nests deeper than {_MAX_METADATA_DEPTH} levels"
+        )
     if not isinstance(metadata, dict):
         raise InvalidRequest("SourceItem.metadata_json is not a JSON object")
     return SourceItem(location=message.location, hashtag=message.hashtag, metadata=metadata)
@@ -87,7 +120,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
         self, request: ingestion_pb2.IngestRequest, context: grpc.ServicerContext
     ) -> ingestion_pb2.IngestResponse:
         require(request, "item")
-        video = ingest(item_from_proto(request.item), self._store, self._settings)
+        video = ingest(item_from_proto(request.item), self._store, self._settings, remote=True)
         return ingestion_pb2.IngestResponse(video=video_to_proto(video))
 
 

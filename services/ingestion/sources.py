@@ -4,7 +4,11 @@ A source is a local file or folder, an http(s) URL, an ``s3://bucket/prefix`` or
 (``.jsonl``/``.csv`` with columns ``url``, ``hashtag`` and optional platform metadata such as
 ``view_count``, ``allows_download``, ``description``). ``expand_source`` only lists items;
 ``ingest`` fetches one item, probes it, applies the metadata filters and stores the raw video
-under its sha256 with a metadata JSON. Every failure is a typed ``H2AError`` so a batch can turn
+under its sha256 with a metadata JSON. Hostile input is bounded before it costs anything: a
+download ends at its wall-clock deadline however slowly the server sends, frames larger than
+``max_pixels`` are refused from the stream header before one is decoded, and local paths named
+by a remote caller (the gRPC service) are refused outside ``allowed_roots`` before they are
+looked at. Every failure is a typed ``H2AError`` so a batch can turn
 it into a rejection record and go on: a manifest row that names no usable item (not JSON, not
 UTF-8, a bad hashtag, ...) is still listed, as ``{manifest}:{line}`` with its ``problem``, and
 ``ingest`` rejects exactly that row. Error details show long or odd inputs cut short and
@@ -22,17 +26,19 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import ParseResult, unquote, urljoin, urlparse
 
+import av
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,7 +46,9 @@ from services.common.config import StoreSettings
 from services.common.errors import (
     DownloadFailed,
     FilteredOut,
+    FrameTooLarge,
     InvalidSource,
+    SourceNotAllowed,
     SourceNotFound,
     SourceTooLarge,
 )
@@ -80,8 +88,11 @@ class IngestSettings(BaseSettings):
 
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     """Largest source accepted, checked while streaming (Content-Length can lie)."""
+    max_pixels: int = Field(default=7680 * 4320, ge=1)
+    """Largest frame accepted, width times height (8K UHD by default), read from the stream
+    header before any frame is decoded: a 250 KB image can hold 16000x16000 pixels."""
     timeout_s: float = Field(default=60.0, gt=0)
-    """Wall-clock limit of one download, connection included."""
+    """Wall-clock limit of one download, connection included, however slowly bytes arrive."""
     min_duration_s: float = Field(default=1.0, ge=0)
     max_duration_s: float = Field(default=600.0, gt=0)
     min_short_side: int = Field(default=112, ge=0)
@@ -94,6 +105,10 @@ class IngestSettings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list)
     """Host names exempt from the private-network rule (an in-cluster mirror, say); their
     redirects to other private hosts are still refused."""
+    allowed_roots: list[Path] = Field(default_factory=list)
+    """Folders whose files a remote caller may name (a volume of videos mounted into the
+    ingestion service); empty: none. A run in process (``h2a curate`` without ``--services``)
+    reads any local path its user names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,12 +438,89 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+class _Watchdog:
+    """Shuts every socket of one download when its deadline passes.
+
+    A socket timeout bounds one read only: a server that drips a few bytes at a time (headers
+    or body) passes each such check and holds the download for as long as it likes. A socket
+    shut from this timer's thread wakes the read blocked on it, whatever it is reading.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.expired = False
+        self._timer = threading.Timer(timeout_s, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        # The plain socket's shutdown, not SSLSocket's: that one also drops the SSL object,
+        # which the read blocked in another thread is still using.
+        with suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class _Watched:
+    """A connection that hands its socket to the download's watchdog once connected."""
+
+    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watchdog = watchdog
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]  # the http.client connection it is mixed into
+        self._watchdog.watch(self.sock)  # type: ignore[attr-defined]
+
+
+class _WatchedHTTP(_Watched, http.client.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPS(_Watched, http.client.HTTPSConnection):
+    pass
+
+
+class _WatchedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """http and https through watched connections (replaces urllib's default handlers)."""
+
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_WatchedHTTP, req, watchdog=self._watchdog)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_WatchedHTTPS, req, context=self._context, watchdog=self._watchdog)
+
+
+def _overdue(url: str, settings: IngestSettings) -> DownloadFailed:
+    return DownloadFailed(f"download exceeded {settings.timeout_s} s: {_where(url)}")
 
 
 def download(url: str, dest: Path, settings: IngestSettings) -> None:
     """GET ``url`` into ``dest`` within the size and time limits, following redirects by hand so
     that no hop reaches a private or loopback address (unless the settings allow it).
+
+    The time limit is wall-clock from the first connection to the last byte, whatever the
+    server's pace: at the deadline the connection is shut.
 
     Raises:
         InvalidSource: not http(s), or a hop to a non-public address.
@@ -437,39 +529,48 @@ def download(url: str, dest: Path, settings: IngestSettings) -> None:
         DownloadFailed: any other HTTP error, a refused connection, the time limit.
     """
     deadline = time.monotonic() + settings.timeout_s
-    for hop in range(_MAX_REDIRECTS + 1):
-        _check_host(url, settings, first_hop=hop == 0)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise DownloadFailed(f"download exceeded {settings.timeout_s} s: {_where(url)}")
-        request = urllib.request.Request(url, headers={"User-Agent": "hashtag2action"})
-        try:
-            response = _opener.open(request, timeout=remaining)
-        except urllib.error.HTTPError as error:
-            if error.code in {301, 302, 303, 307, 308} and error.headers.get("Location"):
-                url = urljoin(url, error.headers["Location"])
+    watchdog = _Watchdog(settings.timeout_s)
+    opener = urllib.request.build_opener(_NoRedirect, _WatchedHandler(watchdog))
+    try:
+        for hop in range(_MAX_REDIRECTS + 1):
+            _check_host(url, settings, first_hop=hop == 0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _overdue(url, settings)
+            request = urllib.request.Request(url, headers={"User-Agent": "hashtag2action"})
+            try:
+                response = opener.open(request, timeout=remaining)
+            except urllib.error.HTTPError as error:
+                if error.code in {301, 302, 303, 307, 308} and error.headers.get("Location"):
+                    url = urljoin(url, error.headers["Location"])
+                    error.close()
+                    continue
                 error.close()
-                continue
-            error.close()
-            if error.code in {404, 410}:
-                raise SourceNotFound(
+                if error.code in {404, 410}:
+                    raise SourceNotFound(
+                        f"HTTP {error.code} for {_where(url)}", status=error.code
+                    ) from None
+                raise DownloadFailed(
                     f"HTTP {error.code} for {_where(url)}", status=error.code
                 ) from None
-            raise DownloadFailed(
-                f"HTTP {error.code} for {_where(url)}", status=error.code
-            ) from None
-        except UnicodeError:  # IDNA refuses the name (only reached with private networks allowed)
-            raise InvalidSource(f"invalid host name in {_where(url)}") from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-            reason = getattr(error, "reason", error)
-            raise DownloadFailed(f"cannot fetch {_where(url)}: {reason}") from None
-        with response:
-            _stream(response, dest, settings, deadline, url)
-        return
+            except UnicodeError:  # IDNA refuses the name (reached with private networks allowed)
+                raise InvalidSource(f"invalid host name in {_where(url)}") from None
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+                if watchdog.expired:
+                    raise _overdue(url, settings) from None
+                reason = getattr(error, "reason", error)
+                raise DownloadFailed(f"cannot fetch {_where(url)}: {reason}") from None
+            with response:
+                _stream(response, dest, settings, watchdog, url)
+            return
+    finally:
+        watchdog.cancel()
     raise DownloadFailed(f"more than {_MAX_REDIRECTS} redirects from {_where(url)}")
 
 
-def _stream(response: Any, dest: Path, settings: IngestSettings, deadline: float, url: str) -> None:
+def _stream(
+    response: Any, dest: Path, settings: IngestSettings, watchdog: _Watchdog, url: str
+) -> None:
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > settings.max_bytes:
         raise SourceTooLarge(f"{_where(url)} declares {declared} bytes, limit {settings.max_bytes}")
@@ -480,19 +581,38 @@ def _stream(response: Any, dest: Path, settings: IngestSettings, deadline: float
                 received += len(block)
                 if received > settings.max_bytes:
                     raise SourceTooLarge(f"{_where(url)} exceeds {settings.max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise DownloadFailed(f"download exceeded {settings.timeout_s} s: {_where(url)}")
                 handle.write(block)
     except (OSError, http.client.HTTPException) as error:
+        if watchdog.expired:
+            raise _overdue(url, settings) from None
         raise DownloadFailed(f"download of {_where(url)} broke off: {error}") from None
+    # A body that ends with the connection reads as complete when the watchdog shut it.
+    if watchdog.expired:
+        raise _overdue(url, settings)
+
+
+def _check_allowed(path: Path, settings: IngestSettings) -> None:
+    """Refuse a local path that a remote caller named outside ``allowed_roots``.
+
+    Decided before the file is looked at, the same whether it exists, so the caller learns
+    nothing about what lies outside. The path is resolved first: a symbolic link under a root
+    that points out of it is outside.
+    """
+    resolved = Path(os.path.realpath(path))
+    if not any(resolved.is_relative_to(os.path.realpath(root)) for root in settings.allowed_roots):
+        raise SourceNotAllowed(
+            f"local path {_where(str(path))} is outside the folders this service may read"
+        )
 
 
 @contextmanager
-def _fetched(item: SourceItem, settings: IngestSettings) -> Iterator[Path]:
+def _fetched(item: SourceItem, settings: IngestSettings, remote: bool) -> Iterator[Path]:
     """A local path holding the item's bytes (the file itself for local sources)."""
     scheme = _scheme(item.location)
     if scheme in {"", "file"}:
         path = Path(unquote(urlparse(item.location).path) if scheme == "file" else item.location)
+        if remote:
+            _check_allowed(path, settings)
         try:
             if not path.is_file():
                 raise SourceNotFound(f"no such file: {_where(str(path))}")
@@ -531,6 +651,35 @@ def _fetched(item: SourceItem, settings: IngestSettings) -> Iterator[Path]:
 # --- filters and storing ------------------------------------------------------------------
 
 
+def _check_frame_size(path: Path, name: str, max_pixels: int) -> None:
+    """Refuse frames over ``max_pixels``, read from the stream header before one is decoded.
+
+    Opening a stream whose header does not give all FFmpeg needs (an image renamed ``.mp4``, a
+    PNG track in a mov) makes it decode a frame; ``max_pixels`` bounds that decoder too, which
+    then leaves the size unknown. A file that is no video with a readable header is left for
+    ``probe`` to name.
+    """
+    try:
+        with av.open(str(path), options={"max_pixels": str(max_pixels)}) as container:
+            if not container.streams.video:
+                return
+            header = container.streams.video[0].codec_context
+            width, height = header.width, header.height
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
+        return
+    if width * height == 0:
+        raise FrameTooLarge(
+            f"{name}: no frame size found within the limit of {max_pixels} pixels (the first "
+            "frame is larger, or does not decode)"
+        )
+    if width * height > max_pixels:
+        raise FrameTooLarge(
+            f"{name}: {width}x{height} frames, over the limit of {max_pixels} pixels",
+            width=width,
+            height=height,
+        )
+
+
 def _filter(info: VideoInfo, item: SourceItem, settings: IngestSettings) -> None:
     name = _where(PurePosixPath(item.location).name)
     if not settings.min_duration_s <= info.duration_s <= settings.max_duration_s:
@@ -551,13 +700,17 @@ def _filter(info: VideoInfo, item: SourceItem, settings: IngestSettings) -> None
         raise FilteredOut(f"{name}: {views} views below {settings.min_views}", filter="views")
 
 
-def ingest(item: SourceItem, store: ClipStore, settings: IngestSettings) -> IngestedVideo:
+def ingest(
+    item: SourceItem, store: ClipStore, settings: IngestSettings, remote: bool = False
+) -> IngestedVideo:
     """Fetch, probe, filter and store one source video.
 
     Args:
         item: what to fetch and its platform metadata.
         store: where ``raw/{sha256}{ext}`` and ``meta/{source_id}.json`` go.
         settings: download limits and metadata filters.
+        remote: the item comes from another machine's caller (the gRPC service): a local path
+            must lie under ``settings.allowed_roots``.
 
     Returns:
         The stored video; ``source_id`` is the sha256 of its bytes, so the same video found
@@ -566,13 +719,16 @@ def ingest(item: SourceItem, store: ClipStore, settings: IngestSettings) -> Inge
     Raises:
         InvalidSource: the item's ``problem`` (a bad manifest row), an unusable location or
             hashtag.
+        SourceNotAllowed: ``remote`` and a local path outside the allowed roots.
         InvalidSource, SourceNotFound, DownloadFailed, SourceTooLarge: fetching failed.
+        FrameTooLarge: frames over ``settings.max_pixels``, or of a size the header hides.
         UnreadableVideo, NoVideoStream: not a decodable video.
         FilteredOut: a metadata filter rejected it.
     """
     item = _check_item(item)
-    with _fetched(item, settings) as local:
+    with _fetched(item, settings, remote) as local:
         sha256 = file_sha256(local)
+        _check_frame_size(local, _where(PurePosixPath(item.location).name), settings.max_pixels)
         info = probe(local)
         _filter(info, item, settings)
         raw = store.put_file(ClipStore.raw_key(sha256, local.suffix), local)

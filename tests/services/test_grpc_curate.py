@@ -1,9 +1,13 @@
 """A full curate over the four gRPC services records what the in-process run records; a dead
-service leaves its sources for a retry instead of aborting the run."""
+service leaves its sources for a retry instead of aborting the run.
+
+The engine's ingestion service reads no local file (its allowed roots are empty, the default):
+tests that ingest local files over gRPC start one whose roots hold them."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -21,7 +25,21 @@ from services.common.records import STAGES
 from services.common.store import ClipStore
 from services.curation.curate import CurateSettings, LocalStages, curate
 from services.curation.grpc_stages import GrpcStages
-from services.ingestion.sources import SourceItem
+from services.ingestion.server import IngestionServicer
+from services.ingestion.sources import IngestSettings, SourceItem
+
+
+def _addresses(
+    engine: dict[str, GrpcServer], ingestion: GrpcServer | None = None
+) -> dict[str, str]:
+    servers = {**engine, "ingestion": ingestion or engine["ingestion"]}
+    return {name: f"127.0.0.1:{server.port}" for name, server in servers.items()}
+
+
+def _reading(start_stage: Callable[..., GrpcServer], store: ClipStore, *roots: Path) -> GrpcServer:
+    """An ingestion service on ``store`` that may read the local files under ``roots``."""
+    settings = IngestSettings(allowed_roots=list(roots))
+    return start_stage("ingestion", store, servicer=IngestionServicer(settings, store))
 
 
 def _source(tmp_path: Path, bikes: Path, carphone: Path, bigbuckbunny: Path) -> str:
@@ -80,6 +98,7 @@ def _dataset(store: ClipStore, dataset: str) -> dict[str, object]:
 
 def test_curate_over_grpc_matches_in_process(
     engine: dict[str, GrpcServer],
+    start_stage: Callable[..., GrpcServer],
     engine_store: ClipStore,
     local_store: ClipStore,
     tmp_path: Path,
@@ -91,8 +110,8 @@ def test_curate_over_grpc_matches_in_process(
     local = curate(
         source, LocalStages(local_store, CurateSettings()), local_store, "parity", progress=False
     )
-    addresses = {name: f"127.0.0.1:{server.port}" for name, server in engine.items()}
-    with GrpcStages.from_addresses(addresses, deadline_s=120) as stages:
+    ingestion = _reading(start_stage, engine_store, bikes.parent, tmp_path)
+    with GrpcStages.from_addresses(_addresses(engine, ingestion), deadline_s=120) as stages:
         remote = curate(source, stages, engine_store, "parity", progress=False)
 
     expected = _dataset(local_store, "parity")
@@ -120,10 +139,15 @@ def test_curate_over_grpc_matches_in_process(
     assert len(json.loads(context)["scores"]) == 10
 
 
-def test_grpc_stages_raise_the_typed_errors(engine: dict[str, GrpcServer], tmp_path: Path) -> None:
-    addresses = {name: f"127.0.0.1:{server.port}" for name, server in engine.items()}
+def test_grpc_stages_raise_the_typed_errors(
+    engine: dict[str, GrpcServer],
+    start_stage: Callable[..., GrpcServer],
+    engine_store: ClipStore,
+    tmp_path: Path,
+) -> None:
+    ingestion = _reading(start_stage, engine_store, tmp_path)
     with (
-        GrpcStages.from_addresses(addresses, deadline_s=30) as stages,
+        GrpcStages.from_addresses(_addresses(engine, ingestion), deadline_s=30) as stages,
         pytest.raises((SourceNotFound, UnreadableVideo)) as caught,
     ):
         stages.ingest(SourceItem(str(tmp_path / "gone.mp4"), "talking", {}))
@@ -143,7 +167,11 @@ def test_a_dead_service_is_a_retryable_error_naming_it(tmp_path: Path) -> None:
 
 
 def test_a_service_down_mid_run_leaves_its_sources_for_the_next_run(
-    engine: dict[str, GrpcServer], engine_store: ClipStore, tmp_path: Path, carphone: Path
+    engine: dict[str, GrpcServer],
+    start_stage: Callable[..., GrpcServer],
+    engine_store: ClipStore,
+    tmp_path: Path,
+    carphone: Path,
 ) -> None:
     rows = [
         {"url": str(carphone), "hashtag": "talking"},
@@ -151,7 +179,7 @@ def test_a_service_down_mid_run_leaves_its_sources_for_the_next_run(
     ]
     manifest = tmp_path / "sources.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    addresses = {name: f"127.0.0.1:{server.port}" for name, server in engine.items()}
+    addresses = _addresses(engine, _reading(start_stage, engine_store, carphone.parent, tmp_path))
     with GrpcStages.from_addresses({**addresses, "persons": "127.0.0.1:9"}, 2) as stages:
         broken = curate(str(manifest), stages, engine_store, "outage", progress=False)
     (attempt,) = broken.failed

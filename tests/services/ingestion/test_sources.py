@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from services.common.errors import (
     DownloadFailed,
     FilteredOut,
+    FrameTooLarge,
     InvalidSource,
     SourceNotFound,
     SourceTooLarge,
@@ -146,3 +148,33 @@ def test_metadata_filters(local_store, carphone: Path, settings, metadata, filte
 def test_traversal_is_refused(local_store: ClipStore, item: SourceItem):
     with pytest.raises(InvalidSource):
         ingest(item, local_store, IngestSettings())
+
+
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(
+    local_store: ClipStore, image_bomb: Path, mov_bomb: Path, bikes: Path
+):
+    # A PNG renamed .mp4 and a real container claiming such frames: FFmpeg would decode one
+    # 16000x16000 frame just to open either; the cap leaves their size unknown instead.
+    for bomb in (image_bomb, mov_bomb):
+        with pytest.raises(FrameTooLarge, match="no frame size found within"):
+            ingest(SourceItem(str(bomb), "x"), local_store, IngestSettings())
+    # A size the header gives is compared with the limit as it is.
+    with pytest.raises(FrameTooLarge, match="640x272 frames") as caught:
+        ingest(SourceItem(str(bikes), "x"), local_store, IngestSettings(max_pixels=640 * 271))
+    assert caught.value.context == {"width": 640, "height": 272}
+    assert not local_store.list("raw/")
+    assert ingest(SourceItem(str(bikes), "x"), local_store, IngestSettings()).info.width == 640
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+def test_a_dripping_server_cannot_outlast_the_time_limit(
+    local_store: ClipStore, drip_base: str, http_base: str, part: str
+):
+    settings = IngestSettings(allow_private_networks=True, timeout_s=2.0)
+    started = time.monotonic()
+    with pytest.raises(DownloadFailed, match=r"exceeded 2\.0 s"):
+        ingest(SourceItem(f"{drip_base}/{part}", "x"), local_store, settings)
+    # Every read gets a byte well within any socket timeout; the deadline still holds.
+    assert time.monotonic() - started < settings.timeout_s + 1.5
+    good = SourceItem(f"{http_base}/talking/carphone_pristine.mp4", "talking")
+    assert ingest(good, local_store, settings).info.frame_count == 120
