@@ -1,4 +1,9 @@
-"""The ClipEncoding gRPC service: ``encode_clip`` behind a stub; the clip lands in the store."""
+"""The ClipEncoding gRPC service: ``encode_clip`` behind a stub; the clip lands in the store.
+
+A clip is filed under ``clips/{source_id}/``, and one already there is reused: so the request's
+``source_id`` must be the sha256 of the video it references, or a caller could cut any video
+and file the clip under another one's id.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,18 @@ from hashtag2action.v1 import clips_pb2, clips_pb2_grpc, common_pb2
 from pydantic import Field
 
 from services.clips.encode import ClipSettings, encode_clip
+from services.common.errors import InvalidRequest
 from services.common.grpc_runtime import ServiceSettings, serve
-from services.common.messages import from_message, require, stored_ref, to_message
+from services.common.messages import (
+    check_segment,
+    from_message,
+    require,
+    source_video,
+    to_message,
+)
 from services.common.records import Segment
 from services.common.store import ClipStore
+from services.common.video import probe
 
 __all__ = ["SERVICE", "ClipsServer", "ClipsServicer", "main"]
 
@@ -32,10 +45,17 @@ class ClipsServicer(clips_pb2_grpc.ClipEncodingServicer):
         self, request: clips_pb2.EncodeClipRequest, context: grpc.ServicerContext
     ) -> clips_pb2.EncodeClipResponse:
         require(request, "video", "segment")
-        ref = stored_ref(request.video, self._store)
         segment = from_message(request.segment, Segment)
+        ref = source_video(request.video, self._store)
+        ClipStore.clip_prefix(request.source_id)  # an id that cannot name a folder: InvalidKey
+        if request.source_id != ref.sha256:
+            raise InvalidRequest(
+                f"source_id {request.source_id!r} is not the id of the referenced video "
+                f"{ref.sha256!r}"
+            )
         with self._store.open_local(ref) as path:
-            clip = encode_clip(path, request.source_id, segment, self._store, self._settings)
+            check_segment(segment, probe(path))
+            clip = encode_clip(path, ref.sha256, segment, self._store, self._settings)
         return clips_pb2.EncodeClipResponse(clip=to_message(clip, common_pb2.ObjectRef))
 
 

@@ -1,7 +1,9 @@
 """The SceneAnalysis gRPC service: ``detect_scenes`` behind a stub.
 
 The servicer unpacks the request, opens the referenced raw video from the shared store, calls
-the core function and packs the result; ``services.common.grpc_runtime`` does the serving.
+the core function and packs the result; ``services.common.grpc_runtime`` does the serving. The
+request's ``VideoInfo`` must describe that video as probed here: its size and frame rate set the
+analysis frames, so a made-up one could ask for any size.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import grpc
 from hashtag2action.v1 import common_pb2, scenes_pb2, scenes_pb2_grpc
 from pydantic import Field
 
+from services.common.errors import InvalidRequest
 from services.common.grpc_runtime import ServiceSettings, serve
-from services.common.messages import from_message, require, stored_ref, to_message
+from services.common.messages import from_message, require, source_video, to_message
 from services.common.records import Segment
 from services.common.store import ClipStore
-from services.common.video import VideoInfo
+from services.common.video import VideoInfo, probe
 from services.scenes.detect import SceneResult, SceneSettings, detect_scenes
 
 __all__ = [
@@ -27,6 +30,9 @@ __all__ = [
 ]
 
 SERVICE = scenes_pb2.DESCRIPTOR.services_by_name["SceneAnalysis"]
+
+# What scene analysis reads from a VideoInfo.
+_MEASURED = ("width", "height", "fps", "frame_count")
 
 
 class ScenesServer(ServiceSettings):
@@ -58,9 +64,20 @@ class ScenesServicer(scenes_pb2_grpc.SceneAnalysisServicer):
         self, request: scenes_pb2.DetectScenesRequest, context: grpc.ServicerContext
     ) -> scenes_pb2.DetectScenesResponse:
         require(request, "video", "info")
-        ref = stored_ref(request.video, self._store)
+        info = from_message(request.info, VideoInfo)
+        ref = source_video(request.video, self._store)
         with self._store.open_local(ref) as path:
-            result = detect_scenes(path, from_message(request.info, VideoInfo), self._settings)
+            probed = probe(path)
+            wrong = [name for name in _MEASURED if getattr(info, name) != getattr(probed, name)]
+            if wrong:
+                raise InvalidRequest(
+                    "VideoInfo does not describe the referenced video: "
+                    + ", ".join(
+                        f"{name} {getattr(info, name)} (probed {getattr(probed, name)})"
+                        for name in wrong
+                    )
+                )
+            result = detect_scenes(path, probed, self._settings)
         return scene_result_to_proto(result)
 
 
