@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from hashtag2action.v1 import common_pb2, scenes_pb2, scenes_pb2_grpc
 from services.common.config import StoreSettings
 from services.common.errors import InvalidKey, InvalidRequest, ObjectNotFound
 from services.common.grpc_runtime import GrpcServer, error_from_rpc
+from services.common.logs import JsonFormatter
 from services.common.messages import to_message
 from services.common.store import ClipStore, file_sha256
 from services.common.video import probe
@@ -97,10 +99,16 @@ def test_bad_references_come_back_as_typed_errors(
 ) -> None:
     stub = scenes_pb2_grpc.SceneAnalysisStub(channels["scenes"])
     good = _scenes_request(engine_store, bikes)
-    missing_key = "raw/" + "0" * 64 + ".mp4"
+    missing_sum = "0" * 64
+    missing_key = ClipStore.raw_key(missing_sum)
     other_store = ClipStore.from_settings(StoreSettings(backend="local", root=tmp_path))
     cases = [
-        (common_pb2.ObjectRef(key=missing_key, uri=engine_store.uri(missing_key)), ObjectNotFound),
+        (
+            common_pb2.ObjectRef(
+                key=missing_key, uri=engine_store.uri(missing_key), sha256=missing_sum
+            ),
+            ObjectNotFound,
+        ),
         (common_pb2.ObjectRef(key="raw/../../etc/passwd", uri="file:///etc/passwd"), InvalidKey),
         # A reference into another store: client and server disagree on H2A_STORE_*.
         (common_pb2.ObjectRef(key=good.video.key, uri=other_store.uri(good.video.key)), InvalidKey),
@@ -135,39 +143,83 @@ class _HeldScenes(ScenesServicer):
         return super().DetectScenes(request, context)
 
 
-def test_graceful_stop_lets_the_call_in_flight_finish(
-    start_stage: Callable[..., GrpcServer], local_store: ClipStore, bikes: Path
+@pytest.mark.parametrize("trigger", ["stop", "sigterm"])
+def test_graceful_stop_answers_not_serving_while_the_call_in_flight_finishes(
+    start_stage: Callable[..., GrpcServer], local_store: ClipStore, bikes: Path, trigger: str
 ) -> None:
     servicer = _HeldScenes(local_store)
     server = start_stage("scenes", local_store, servicer=servicer)
     request = _scenes_request(local_store, bikes)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = scenes_pb2_grpc.SceneAnalysisStub(channel)
+            in_flight = stub.DetectScenes.future(request, timeout=60)
+            assert servicer.entered.wait(30)
+
+            if trigger == "sigterm":
+                server.stop_on_signals()  # what serve() installs
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                threading.Thread(target=server.stop, kwargs={"grace_s": 30}).start()
+            # Health answers NOT_SERVING, through the channel, for as long as the call runs.
+            deadline = time.monotonic() + 10
+            while (
+                _health(server.port, SERVICES["scenes"])
+                != health_pb2.HealthCheckResponse.NOT_SERVING
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert _health(server.port, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.DetectScenes(request, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert (
+                _health(server.port, SERVICES["scenes"])
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+
+            servicer.release.set()
+            assert len(in_flight.result(timeout=30).scenes) == 6
+            assert server.wait(30)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    with pytest.raises(grpc.RpcError) as gone:
+        _health(server.port, SERVICES["scenes"], timeout=1)
+    assert gone.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class _Verbose(ScenesServicer):
+    """Rejects every call with a detail and context far larger than any header may be."""
+
+    def DetectScenes(
+        self, request: scenes_pb2.DetectScenesRequest, context: grpc.ServicerContext
+    ) -> scenes_pb2.DetectScenesResponse:
+        echo = "é" * 100_000
+        raise InvalidRequest(f"bad input {echo}", **{f"field{i}": echo for i in range(50)})
+
+
+def test_error_details_and_log_lines_stay_bounded(
+    start_stage: Callable[..., GrpcServer],
+    local_store: ClipStore,
+    bikes: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = start_stage("scenes", local_store, servicer=_Verbose(SceneSettings(), local_store))
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = scenes_pb2_grpc.SceneAnalysisStub(channel)
-        in_flight = stub.DetectScenes.future(request, timeout=60)
-        assert servicer.entered.wait(30)
-
-        # The same call the SIGTERM handler makes.
-        stopping = threading.Thread(target=server.stop, kwargs={"grace_s": 30})
-        stopping.start()
-        # Health flips to NOT_SERVING first, then the server stops taking calls.
-        deadline = time.monotonic() + 10
-        while True:
-            assert time.monotonic() < deadline
-            try:
-                _health(server.port, SERVICES["scenes"])
-            except grpc.RpcError as refused:
-                assert refused.code() == grpc.StatusCode.UNAVAILABLE
-                break
-            time.sleep(0.01)
-        assert _status(server, SERVICES["scenes"]) == health_pb2.HealthCheckResponse.NOT_SERVING
-        with pytest.raises(grpc.RpcError) as refused:
-            stub.DetectScenes(request, timeout=5)
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-
-        servicer.release.set()
-        assert len(in_flight.result(timeout=30).scenes) == 6
-        stopping.join(30)
-        assert not stopping.is_alive()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.DetectScenes(_scenes_request(local_store, bikes), timeout=30)
+    # The reply arrives (not RESOURCE_EXHAUSTED for oversized headers) with its reason.
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = error_from_rpc(caught.value)
+    assert isinstance(error, InvalidRequest)
+    assert error.detail.startswith("bad input é") and "characters)" in error.detail
+    assert len(error.detail.encode()) < 1024 and 0 < len(error.context) <= 8
+    (rejected,) = [record for record in caplog.records if record.getMessage() == "call rejected"]
+    line = JsonFormatter("scenes").format(rejected)
+    assert len(line.encode()) < 8192 and json.loads(line)["reason"] == "INVALID_REQUEST"
 
 
 def _free_port() -> int:
