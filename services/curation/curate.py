@@ -411,13 +411,23 @@ def build_stages(
     Args:
         services: ``{"ingestion": "host:port", "scenes": ..., "persons": ..., "clips": ...}``.
         deadline_s: per-call deadline of the gRPC stages.
+
+    Raises:
+        ServiceUnavailable: a service that is down or not serving its stage, named, within
+            seconds (``GrpcStages.check_health``).
     """
     if not services:
         return LocalStages(store, settings)
     # Imported here: the embedded path must not need the generated stubs.
     from services.curation.grpc_stages import GrpcStages
 
-    return GrpcStages.from_addresses(services, deadline_s)
+    stages = GrpcStages.from_addresses(services, deadline_s)
+    try:
+        stages.check_health()
+    except H2AError:
+        stages.close()
+        raise
+    return stages
 
 
 def export_dataset(store: ClipStore, dataset: str, out: Path) -> Path:

@@ -5,6 +5,9 @@ our reasons comes back as the typed ``H2AError`` (so it becomes a rejection reco
 process); a failure without one (a service down or restarting, a deadline spent) comes back as
 the retryable ``ServiceUnavailable`` or ``DeadlineExceeded`` naming the stage and its address:
 it says nothing about the video, so the source is left for the next run, never rejected.
+``check_health`` asks the four services' standard health at once, so a run against a service
+that is down or misaddressed fails in seconds, naming it, rather than source by source after
+each call's deadline.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hashtag2action.v1 import (
     clips_pb2,
     clips_pb2_grpc,
@@ -25,20 +29,35 @@ from hashtag2action.v1 import (
     scenes_pb2_grpc,
 )
 
+from services.clips import server as clips_server
 from services.common.errors import ConfigError, DeadlineExceeded, ServiceUnavailable
 from services.common.grpc_runtime import error_from_rpc
 from services.common.messages import from_message, to_message
 from services.common.records import STAGES, ObjectRef, Segment
+from services.ingestion import server as ingestion_server
 from services.ingestion.server import item_to_proto, video_from_proto
 from services.ingestion.sources import IngestedVideo, SourceItem
+from services.persons import server as persons_server
 from services.persons.detect import PersonResult
 from services.persons.server import person_result_from_proto
+from services.scenes import server as scenes_server
 from services.scenes.detect import SceneResult
 from services.scenes.server import scene_result_from_proto
 
-__all__ = ["GrpcStages"]
+__all__ = ["HEALTH_TIMEOUT_S", "GrpcStages"]
 
 _Response = TypeVar("_Response")
+
+HEALTH_TIMEOUT_S = 5.0
+"""How long ``check_health`` waits for a service to connect and answer."""
+
+# The name each stage's service reports its health under.
+_SERVICES = {
+    "ingestion": ingestion_server.SERVICE.full_name,
+    "scenes": scenes_server.SERVICE.full_name,
+    "persons": persons_server.SERVICE.full_name,
+    "clips": clips_server.SERVICE.full_name,
+}
 
 
 class GrpcStages:
@@ -78,6 +97,43 @@ class GrpcStages:
         channels = {name: grpc.insecure_channel(addresses[name]) for name in addresses}
         return cls(channels, deadline_s, addresses)
 
+    def _where(self, stage: str) -> str:
+        address = self._addresses.get(stage)
+        return f"{stage} service" + (f" at {address}" if address else "")
+
+    def check_health(self, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+        """Ask every stage service whether it serves its stage, all at once.
+
+        A service still starting has ``timeout_s`` to connect and answer.
+
+        Raises:
+            ServiceUnavailable: naming each service that is down, answers NOT_SERVING (shutting
+                down) or does not serve its stage (an address of another service).
+        """
+        checks = {
+            stage: health_pb2_grpc.HealthStub(self._channels[stage]).Check.future(
+                health_pb2.HealthCheckRequest(service=_SERVICES[stage]),
+                timeout=timeout_s,
+                wait_for_ready=True,
+            )
+            for stage in STAGES
+        }
+        failures = {}
+        for stage, check in checks.items():
+            try:
+                status = check.result().status
+            except grpc.RpcError as error:
+                failures[stage] = error.code().name  # type: ignore[attr-defined]  # a call's error
+                continue
+            if status != health_pb2.HealthCheckResponse.SERVING:
+                failures[stage] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+        if failures:
+            raise ServiceUnavailable(
+                "not serving: "
+                + "; ".join(f"{self._where(stage)} ({why})" for stage, why in failures.items()),
+                stages=",".join(failures),
+            )
+
     def _call(self, stage: str, method: Callable[..., _Response], request: Any) -> _Response:
         try:
             return method(request, timeout=self.deadline_s, wait_for_ready=True)
@@ -85,9 +141,7 @@ class GrpcStages:
             typed = error_from_rpc(error)
             if typed is not None:
                 raise typed from error
-            where = f"{stage} service" + (
-                f" at {self._addresses[stage]}" if stage in self._addresses else ""
-            )
+            where = self._where(stage)
             code = error.code() if hasattr(error, "code") else None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise DeadlineExceeded(

@@ -7,11 +7,14 @@ tests that ingest local files over gRPC start one whose roots hold them."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from services.common.dataset import Dataset
 from services.common.errors import (
@@ -23,8 +26,9 @@ from services.common.errors import (
 from services.common.grpc_runtime import GrpcServer
 from services.common.records import STAGES
 from services.common.store import ClipStore
-from services.curation.curate import CurateSettings, LocalStages, curate
-from services.curation.grpc_stages import GrpcStages
+from services.curation import commands
+from services.curation.curate import CurateSettings, LocalStages, build_stages, curate
+from services.curation.grpc_stages import HEALTH_TIMEOUT_S, GrpcStages
 from services.ingestion.server import IngestionServicer
 from services.ingestion.sources import IngestSettings, SourceItem
 
@@ -194,3 +198,46 @@ def test_a_service_down_mid_run_leaves_its_sources_for_the_next_run(
     snapshot = Dataset(engine_store, "outage").snapshot()
     assert [Path(c.source).name for c in snapshot.clips] == ["carphone_pristine.mp4"]
     assert not snapshot.pending and len(snapshot.rejections) == 1
+
+
+def test_a_service_not_serving_at_the_start_fails_the_run_in_seconds_naming_it(
+    engine: dict[str, GrpcServer],
+    start_stage: Callable[..., GrpcServer],
+    engine_store: ClipStore,
+    closed_port: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    addresses = _addresses(engine)
+    stages = build_stages(CurateSettings(), engine_store, addresses, deadline_s=600)
+    assert isinstance(stages, GrpcStages)  # every service serves: the run may start
+    stages.close()
+
+    # Nothing listens at the persons address: the CLI fails before any source, with the name.
+    monkeypatch.setenv("H2A_STORE_ROOT", str(tmp_path / "store"))
+    # The command installs its own log handler; the test's come back with these copies.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    services = ",".join(
+        f"{name}={address}"
+        for name, address in {**addresses, "persons": f"127.0.0.1:{closed_port}"}.items()
+    )
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        commands.curate, [str(tmp_path), "--services", services, "--no-progress"]
+    )
+    assert time.monotonic() - started < HEALTH_TIMEOUT_S + 10  # the deadline is 600 s
+    assert isinstance(result.exception, ServiceUnavailable), result.output
+    assert f"persons service at 127.0.0.1:{closed_port}" in result.exception.detail
+    assert "ingestion" not in result.exception.detail
+
+    # A service shutting down, and an address that serves another stage, are named too.
+    stopping = start_stage("clips", engine_store)
+    stopping.health.enter_graceful_shutdown()
+    wrong = {**addresses, "clips": f"127.0.0.1:{stopping.port}", "scenes": addresses["persons"]}
+    with pytest.raises(ServiceUnavailable) as caught:
+        build_stages(CurateSettings(), engine_store, wrong, deadline_s=600)
+    assert f"clips service at 127.0.0.1:{stopping.port} (NOT_SERVING)" in caught.value.detail
+    assert f"scenes service at {addresses['persons']} (NOT_FOUND)" in caught.value.detail
+    assert caught.value.retryable
