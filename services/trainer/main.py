@@ -51,14 +51,14 @@ from services.trainer.engine import (
     pretrain_step_loss,
 )
 from services.trainer.evaluation import write_evaluation
-from services.trainer.optim import build_optimizer, effective_lr
+from services.trainer.optim import build_optimizer
 from services.trainer.parallelize import DistInfo, init_distributed, parallelize, unwrap
 from services.trainer.recipes import TrainConfig, apply_overrides, get_recipe, load_config_file
 from services.trainer.training import (
-    CosineSchedule,
     MetricsLog,
     RejectionLog,
     TrainProgress,
+    build_schedule,
     train,
 )
 from services.trainer.transforms import (
@@ -329,7 +329,15 @@ class _Job:
             raise ValueError(
                 f"data.batch_size {d.batch_size} exceeds the {len(sampler)} videos per rank"
             )
-        progress = TrainProgress(self._schedule(steps_per_epoch))
+        schedule = build_schedule(c, info.world, steps_per_epoch)
+        _logger.info(
+            "%d videos (%d clips) per step, effective lr %.3g, %d steps",
+            d.batch_size * info.world,
+            d.batch_size * d.num_sample * info.world,
+            schedule.peak,
+            schedule.total,
+        )
+        progress = TrainProgress(schedule)
         optimizer = build_optimizer(
             plain, progress.schedule.peak, o.weight_decay, o.betas, o.eps, o.layer_decay
         )
@@ -388,25 +396,6 @@ class _Job:
         if self.mode == "pretrain":
             return pretrain_transform(m.img_size, d.train_scales, d.flip)
         return finetune_transform(m.img_size, d.flip, d.rand_augment, d.reprob, d.crop_scale)
-
-    def _schedule(self, steps_per_epoch: int) -> CosineSchedule:
-        d, o = self.config.data, self.config.optim
-        clips_per_step = d.batch_size * d.num_sample * self.info.world
-        # The reference scales all three lrs by the batch, not only the peak.
-        schedule = CosineSchedule(
-            total=o.epochs * steps_per_epoch,
-            warmup=round(o.warmup_epochs * steps_per_epoch),
-            peak=effective_lr(o.base_lr, clips_per_step),
-            warmup_lr=effective_lr(o.warmup_lr, clips_per_step),
-            min_lr=effective_lr(o.min_lr, clips_per_step),
-        )
-        _logger.info(
-            "%d clips per step, effective lr %.3g, %d steps",
-            clips_per_step,
-            schedule.peak,
-            schedule.total,
-        )
-        return schedule
 
     def _loss_fn(self, num_classes: int) -> LossFn:
         if self.mode == "pretrain":

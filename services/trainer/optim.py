@@ -17,9 +17,14 @@ from services.trainer.videomae import PretrainVisionTransformer, VisionTransform
 __all__ = ["build_optimizer", "cosine_lr", "effective_lr", "set_lr"]
 
 
-def effective_lr(base_lr: float, clips_per_step: int) -> float:
-    """The linear scaling rule of the recipes: ``base_lr`` is the lr at 256 clips per step."""
-    return base_lr * clips_per_step / 256
+def effective_lr(base_lr: float, videos_per_step: int) -> float:
+    """The linear scaling rule of the recipes: ``base_lr`` is the lr at 256 videos per step.
+
+    ``videos_per_step`` is ``batch_size x world x update_freq``: each decoded video counts
+    once, not its ``num_sample`` augmented copies (VideoMAE V2 ``run_mae_pretraining.py``:
+    ``total_batch_size = batch_size * num_tasks``).
+    """
+    return base_lr * videos_per_step / 256
 
 
 def build_optimizer(

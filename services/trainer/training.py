@@ -25,10 +25,18 @@ from services.common.records import ObjectRef, Rejection
 from services.trainer.checkpoint import CheckpointManager
 from services.trainer.data import Batch, ResumableSampler
 from services.trainer.engine import EvalResult, LossFn, train_one_epoch
-from services.trainer.optim import cosine_lr
+from services.trainer.optim import cosine_lr, effective_lr
 from services.trainer.parallelize import DistInfo
+from services.trainer.recipes import TrainConfig
 
-__all__ = ["CosineSchedule", "MetricsLog", "RejectionLog", "TrainProgress", "train"]
+__all__ = [
+    "CosineSchedule",
+    "MetricsLog",
+    "RejectionLog",
+    "TrainProgress",
+    "build_schedule",
+    "train",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,24 @@ class CosineSchedule:
 
     def __call__(self, step: int) -> float:
         return cosine_lr(step, self.total, self.warmup, self.peak, self.warmup_lr, self.min_lr)
+
+
+def build_schedule(config: TrainConfig, world: int, steps_per_epoch: int) -> CosineSchedule:
+    """The schedule of a run on ``world`` processes with ``steps_per_epoch`` optimiser steps.
+
+    Every lr of the recipe (peak, warmup start, floor) is scaled by the videos of one optimiser
+    step, as the reference scales all three; ``optim.epochs`` and ``warmup_epochs`` are loader
+    epochs, whatever ``data.num_sample``.
+    """
+    o = config.optim
+    videos = config.data.batch_size * world
+    return CosineSchedule(
+        total=o.epochs * steps_per_epoch,
+        warmup=round(o.warmup_epochs * steps_per_epoch),
+        peak=effective_lr(o.base_lr, videos),
+        warmup_lr=effective_lr(o.warmup_lr, videos),
+        min_lr=effective_lr(o.min_lr, videos),
+    )
 
 
 @dataclass(slots=True)
