@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from services.common.config import LoggingSettings, StoreSettings
+from services.common.errors import ServiceUnavailable
 from services.common.logs import configure_logging
 from services.common.records import STAGES
 
@@ -97,7 +98,11 @@ def curate(
     updates = {k: v for k, v in {"dataset": dataset, "workers": workers}.items() if v is not None}
     settings = engine.CurateSettings().model_copy(update=updates)
     store = ClipStore.from_settings(settings.store)
-    stages = engine.build_stages(settings, store, services, deadline)
+    try:
+        stages = engine.build_stages(settings, store, services, deadline)
+    except ServiceUnavailable as error:
+        click.echo(f"not started: {error}", err=True)
+        raise SystemExit(EXIT_RETRY) from None
     summary = engine.curate(
         source,
         stages,
