@@ -1,8 +1,9 @@
 """One training epoch and one evaluation pass, for pre-training and classification alike.
 
 The step follows MAE's ``engine_pretrain.py``: set the lr of this step, autocast forward that
-returns the loss, stop on a non-finite loss with a typed error, scaled backward, optional
-gradient clipping, optimiser step, log the all-reduced loss. What differs between modes is only
+returns the loss, stop on a non-finite loss with a typed error, scaled backward (accumulated
+over ``update_freq`` loader batches), optional gradient clipping, optimiser step, log the
+all-reduced loss. What differs between modes is only
 the loss function passed in (``pretrain_step_loss`` or a ``classify_step_loss``).
 """
 
@@ -20,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from timm.data import Mixup
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from services.common.errors import H2AError
 from services.common.records import Rejection
@@ -87,6 +89,13 @@ def _mean_over_ranks(value: torch.Tensor, info: DistInfo) -> float:
     return value.item()
 
 
+def _no_sync(model: nn.Module, accumulating: bool) -> contextlib.AbstractContextManager:
+    """DDP's gradient all-reduce skipped on a micro-batch that does not end a step."""
+    if accumulating and isinstance(model, DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[Batch],
@@ -99,37 +108,57 @@ def train_one_epoch(
     info: DistInfo,
     amp_dtype: torch.dtype | None,
     clip_grad: float,
-    after_step: Callable[[int, dict[str, float]], bool],
+    after_step: Callable[[int, dict[str, float], int], bool],
     on_rejections: Callable[[list[Rejection]], None],
+    update_freq: int = 1,
 ) -> int:
     """Train over ``batches`` starting at global ``step``; returns the step reached.
 
-    ``after_step(step, metrics)`` logs and checkpoints, and returns False to stop early.
+    With ``update_freq > 1`` gradients accumulate over that many loader batches per optimiser
+    step, as MAE's ``engine_pretrain.py`` does with ``accum_iter``: each loss is divided by
+    ``update_freq`` and the optimiser and scaler step only when a window ends, so the step equals
+    one over the larger batch, and ``lr_at`` counts optimiser steps. A window left open at the
+    end of the epoch is dropped (its gradients are zeroed by the next epoch's first window).
+
+    ``after_step(step, metrics, batches)`` logs and checkpoints (``batches``: the loader
+    batches the step consumed, unreadable ones included), and returns False to stop early.
     """
     model.train()
+    optimizer.zero_grad(set_to_none=True)
+    pending, losses, lr = 0, [], 0.0
     for batch in batches:
+        pending += 1
         if batch.rejections:
             on_rejections(batch.rejections)
-        if batch.items is None:
+        ends_step = pending % update_freq == 0
+        if batch.items is not None:
+            if not losses:
+                lr = lr_at(step)
+                set_lr(optimizer, lr)
+            with _no_sync(model, not ends_step):
+                with _autocast(info.device, amp_dtype):
+                    loss = loss_fn(model, batch.items, info.device)
+                if not math.isfinite(loss.item()):
+                    raise NonFiniteLoss(f"loss is {loss.item()} at step {step}", step=step)
+                scaler.scale(loss / update_freq).backward()
+            losses.append(loss.detach())
+        # A window whose batches were all unreadable has nothing to step on; its batches count
+        # with the next step's.
+        if not ends_step or not losses:
             continue
-        lr = lr_at(step)
-        set_lr(optimizer, lr)
-        with _autocast(info.device, amp_dtype):
-            loss = loss_fn(model, batch.items, info.device)
-        if not math.isfinite(loss.item()):
-            raise NonFiniteLoss(f"loss is {loss.item()} at step {step}", step=step)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
         grad_norm = torch.zeros(())
         if clip_grad > 0:
             scaler.unscale_(optimizer)
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         scaler.step(optimizer)
         scaler.update()
+        optimizer.zero_grad(set_to_none=True)
         step += 1
-        metrics = {"loss": _mean_over_ranks(loss, info), "lr": lr, "grad_norm": float(grad_norm)}
-        if not after_step(step, metrics):
+        loss = _mean_over_ranks(torch.stack(losses).mean(), info)
+        metrics = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+        if not after_step(step, metrics, pending):
             break
+        pending, losses = 0, []
     return step
 
 

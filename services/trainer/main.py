@@ -324,16 +324,18 @@ class _Job:
         )
         sampler = ResumableSampler(len(dataset), info.rank, info.world, c.runtime.seed)
         loader = build_loader(dataset, d.batch_size, d.num_workers, sampler, d.prefetch_factor)
-        steps_per_epoch = len(sampler) // d.batch_size
+        steps_per_epoch = len(sampler) // (d.batch_size * o.update_freq)
         if steps_per_epoch == 0:
             raise ValueError(
-                f"data.batch_size {d.batch_size} exceeds the {len(sampler)} videos per rank"
+                f"data.batch_size {d.batch_size} x optim.update_freq {o.update_freq} exceeds "
+                f"the {len(sampler)} videos per rank"
             )
         schedule = build_schedule(c, info.world, steps_per_epoch)
+        videos_per_step = d.batch_size * info.world * o.update_freq
         _logger.info(
             "%d videos (%d clips) per step, effective lr %.3g, %d steps",
-            d.batch_size * info.world,
-            d.batch_size * d.num_sample * info.world,
+            videos_per_step,
+            videos_per_step * d.num_sample,
             schedule.peak,
             schedule.total,
         )
@@ -379,6 +381,7 @@ class _Job:
                 info=info,
                 amp_dtype=self.amp,
                 clip_grad=o.clip_grad,
+                update_freq=o.update_freq,
                 metrics=metrics,
                 rejections=self.rejections,
                 log_interval=c.runtime.log_interval,

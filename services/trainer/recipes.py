@@ -130,10 +130,16 @@ class OptimConfig:
     """Layer-wise lr decay (1 disables it)."""
     clip_grad: float = 0.0
     """Gradient-norm clip (0 disables it)."""
+    update_freq: int = 1
+    """Loader batches accumulated into one optimiser step (the reference's ``--update_freq``):
+    the reference's batch on fewer GPUs. The lr and the schedule count accumulated videos and
+    optimiser steps."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"optim.epochs must be >= 1, got {self.epochs}")
+        if self.update_freq < 1:
+            raise ValueError(f"optim.update_freq must be >= 1, got {self.update_freq}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"optim.layer_decay must be in (0, 1], got {self.layer_decay}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))

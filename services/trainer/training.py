@@ -57,11 +57,11 @@ def build_schedule(config: TrainConfig, world: int, steps_per_epoch: int) -> Cos
     """The schedule of a run on ``world`` processes with ``steps_per_epoch`` optimiser steps.
 
     Every lr of the recipe (peak, warmup start, floor) is scaled by the videos of one optimiser
-    step, as the reference scales all three; ``optim.epochs`` and ``warmup_epochs`` are loader
-    epochs, whatever ``data.num_sample``.
+    step, accumulated ones included, as the reference scales all three; ``optim.epochs`` and
+    ``warmup_epochs`` are loader epochs, whatever ``data.num_sample``.
     """
     o = config.optim
-    videos = config.data.batch_size * world
+    videos = config.data.batch_size * world * o.update_freq
     return CosineSchedule(
         total=o.epochs * steps_per_epoch,
         warmup=round(o.warmup_epochs * steps_per_epoch),
@@ -154,6 +154,7 @@ def train(
     info: DistInfo,
     amp_dtype: torch.dtype | None,
     clip_grad: float,
+    update_freq: int = 1,
     metrics: MetricsLog,
     rejections: RejectionLog,
     log_interval: int,
@@ -177,6 +178,7 @@ def train(
         info: this process's rank and device.
         amp_dtype: the autocast dtype, None for fp32.
         clip_grad: the gradient-norm limit, 0 for none.
+        update_freq: loader batches accumulated into one optimiser step.
         metrics: where losses and validation results go.
         rejections: where unreadable videos are recorded.
         log_interval: steps between two logged losses.
@@ -214,6 +216,7 @@ def train(
             clip_grad=clip_grad,
             after_step=after_step,
             on_rejections=rejections.record,
+            update_freq=update_freq,
         )
         if max_steps and progress.step >= max_steps:
             break
@@ -230,6 +233,7 @@ def train(
 def _after_step(
     step: int,
     values: dict[str, float],
+    batches: int,
     *,
     progress: TrainProgress,
     checkpoints: CheckpointManager,
@@ -237,9 +241,10 @@ def _after_step(
     log_interval: int,
     max_steps: int,
 ) -> bool:
-    """Advance ``progress`` past the batch, log, checkpoint when due; False stops the epoch."""
+    """Advance ``progress`` past the step's ``batches``, log, checkpoint when due; False stops
+    the epoch. Checkpoints fall on step boundaries only, so a resumed run starts a window."""
     total = progress.schedule.total
-    progress.step, progress.batches = step, progress.batches + 1
+    progress.step, progress.batches = step, progress.batches + batches
     if step % log_interval == 0 or step == total:
         metrics.log(step, {"epoch": progress.epoch, **values, "time": time.time()})
     if checkpoints.due(step):

@@ -105,7 +105,7 @@ def test_train_step_updates_and_stops_on_non_finite_loss() -> None:
     step = train_one_epoch(
         model, [batch, batch, batch], optimizer, scaler, lambda s: 1e-2 * (s + 1),
         classify_step_loss(None, 0.0), step=0, info=CPU, amp_dtype=None, clip_grad=1.0,
-        after_step=lambda s, m: seen.append(m) or s < 2, on_rejections=lambda r: None,
+        after_step=lambda s, m, b: seen.append(m) or s < 2, on_rejections=lambda r: None,
     )  # fmt: skip
     assert step == 2 and [m["lr"] for m in seen] == pytest.approx([1e-2, 2e-2])
     assert not torch.equal(before, model.head.weight)
@@ -115,7 +115,7 @@ def test_train_step_updates_and_stops_on_non_finite_loss() -> None:
         train_one_epoch(
             model, [bad], optimizer, scaler, lambda s: 1e-2, classify_step_loss(None, 0.0),
             step=2, info=CPU, amp_dtype=None, clip_grad=0.0,
-            after_step=lambda s, m: True, on_rejections=lambda r: None,
+            after_step=lambda s, m, b: True, on_rejections=lambda r: None,
         )  # fmt: skip
 
 
@@ -145,7 +145,7 @@ def test_recipes_resolve_and_overrides_are_checked() -> None:
         assert config.optim.epochs >= 1 and config.checkpoint.run
     b = get_recipe("vit_b_pretrain_800e")
     assert (b.optim.betas, b.optim.weight_decay, b.data.num_sample) == ((0.9, 0.95), 0.05, 4)
-    assert get_recipe("ssv2_finetune").data.sampling_rate == 2
+    assert get_recipe("ssv2_finetune").data.tsn_segments
     changed = apply_overrides(b, ["optim.base_lr=5e-4", "model.extra.depth=3", "data.flip=true"])
     assert changed.optim.base_lr == 5e-4 and changed.model.extra == {"depth": 3}
     for bad in ("optim.nope=1", "optim.base_lr", "model.mask_ratio=1.5"):
