@@ -54,6 +54,7 @@ __all__ = [
     "read_list",
     "read_ssv2",
     "read_ucf101",
+    "train_segments",
     "train_window",
     "view_windows",
 ]
@@ -205,19 +206,35 @@ def train_window(length: int, num_frames: int, stride: int, rng: random.Random) 
     return [min(start + i * stride, length - 1) for i in range(num_frames)]
 
 
+def train_segments(length: int, num_frames: int, rng: random.Random) -> list[int]:
+    """TSN sampling for training (Something-Something V2): one random frame per segment.
+
+    The reference's ``SSVideoClsDataset`` (VideoMAE V2 ``dataset/datasets.py`` builds it with
+    ``clip_len=1, num_segment=num_frames``) cuts the video into ``length // num_frames``-frame
+    segments and draws an offset in each; a video shorter than ``num_frames`` gives frame 0
+    throughout, as there.
+    """
+    segment = length // num_frames
+    if segment == 0:
+        return [0] * num_frames
+    return [i * segment + rng.randrange(segment) for i in range(num_frames)]
+
+
 def view_windows(
     length: int, num_frames: int, stride: int, segments: int, tsn: bool = False
 ) -> list[list[int]]:
     """The testing views' frame indices.
 
     Kinetics-style: ``segments`` windows with evenly spaced starts over the video. TSN-style
-    (SSv2): the video cut into ``num_frames`` equal parts, frame ``k`` of view ``s`` taken at
-    offset ``(s + 0.5) / segments`` inside each part.
+    (SSv2): the video cut into ``num_frames`` parts of ``length / num_frames`` frames; view
+    ``s`` takes frame ``int(part * (i + s / segments))`` of part ``i``: offsets 0 and 0.5 of a
+    part for the paper's 2 views, as the reference's test loader (``int(tick * x)`` and
+    ``int(tick / 2 + tick * x)``), and offset 0 for the one view of validation.
     """
     if tsn:
         part = length / num_frames
         return [
-            [min(int(part * (i + (s + 0.5) / segments)), length - 1) for i in range(num_frames)]
+            [min(int(part * (i + s / segments)), length - 1) for i in range(num_frames)]
             for s in range(segments)
         ]
     span = num_frames * stride
@@ -275,7 +292,8 @@ class VideoDataset(Dataset):
 
     An item is ``(clips (S, C, T, H, W), labels (S,), masks or None, index)``, or a
     ``Rejection`` when the video cannot be read. ``masks(generator)`` (pre-training) returns the
-    encoder and decoder masks of one clip from an explicitly seeded generator.
+    encoder and decoder masks of one clip from an explicitly seeded generator. Frames come from
+    a random ``sampling_rate`` window, or with ``tsn`` one from each of ``num_frames`` segments.
     """
 
     def __init__(
@@ -288,6 +306,7 @@ class VideoDataset(Dataset):
         masks: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
         store: ClipStore | None = None,
         seed: int = 0,
+        tsn: bool = False,
     ) -> None:
         self.entries = list(entries)
         self.transform = transform
@@ -297,6 +316,12 @@ class VideoDataset(Dataset):
         self.masks = masks
         self.store = store
         self.seed = seed
+        self.tsn = tsn
+
+    def frame_indices(self, length: int, rng: random.Random) -> list[int]:
+        if self.tsn:
+            return train_segments(length, self.num_frames, rng)
+        return train_window(length, self.num_frames, self.sampling_rate, rng)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -309,9 +334,7 @@ class VideoDataset(Dataset):
         try:
             with _local_video(entry.path, self.store) as path:
                 length = probe(path).frame_count
-                indices = train_window(
-                    length, self.num_frames, self.sampling_rate, random.Random(seed)
-                )
+                indices = self.frame_indices(length, random.Random(seed))
                 frames = read_frames(path, indices)
         except H2AError as error:
             return _rejection(entry, error)

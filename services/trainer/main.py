@@ -321,6 +321,7 @@ class _Job:
             masks=_mask_fn(plain, c) if self.mode == "pretrain" else None,
             store=self.store,
             seed=c.runtime.seed,
+            tsn=d.tsn_segments,
         )
         sampler = ResumableSampler(len(dataset), info.rank, info.world, c.runtime.seed)
         loader = build_loader(dataset, d.batch_size, d.num_workers, sampler, d.prefetch_factor)
@@ -408,8 +409,10 @@ class _Job:
         return classify_step_loss(mixer, d.smoothing)
 
     def _validate(self, model: nn.Module, entries: list[VideoEntry]) -> EvalResult:
-        """One view per video; the loader (and its workers) lives for this pass only."""
-        return evaluate(model, self._multi_view_loader(entries, 1, 1, False), self.info, self.amp)
+        """One view per video (TSN's first for SSv2); the loader (and its workers) lives for
+        this pass only."""
+        loader = self._multi_view_loader(entries, 1, 1, self.config.data.tsn_segments)
+        return evaluate(model, loader, self.info, self.amp)
 
     def _multi_view_loader(
         self, entries: list[VideoEntry], segments: int, crops: int, tsn: bool

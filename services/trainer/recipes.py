@@ -101,7 +101,8 @@ class DataConfig:
     test_segments: int = 5
     test_crops: int = 3
     tsn_segments: bool = False
-    """Something-Something V2 testing: TSN-style segment sampling."""
+    """Something-Something V2: TSN segment sampling (one frame from each of ``num_frames``
+    segments) for training, validation and testing instead of a ``sampling_rate`` window."""
 
     def __post_init__(self) -> None:
         for name in ("sampling_rate", "num_sample", "batch_size", "test_segments", "test_crops"):
@@ -345,7 +346,6 @@ def _ssv2(base: TrainConfig) -> TrainConfig:
         data=replace(
             base.data,
             format="ssv2",
-            sampling_rate=2,
             flip=False,
             test_segments=2,
             tsn_segments=True,

@@ -131,8 +131,8 @@ def test_sampling_windows() -> None:
             assert np.all(np.diff(indices) == 4)
     views = view_windows(100, 16, 4, 5)
     assert [v[0] for v in views] == [0, 9, 18, 27, 36] and views[-1][-1] == 96
-    tsn = view_windows(32, 8, 2, 2, tsn=True)
-    assert tsn == [[1, 5, 9, 13, 17, 21, 25, 29], [3, 7, 11, 15, 19, 23, 27, 31]]
+    tsn = view_windows(32, 8, 2, 2, tsn=True)  # offsets 0 and 0.5 of a 4-frame part
+    assert tsn == [[0, 4, 8, 12, 16, 20, 24, 28], [2, 6, 10, 14, 18, 22, 26, 30]]
 
 
 def test_items_are_seeded_by_epoch_and_index(shapes: dict[str, Path]) -> None:
