@@ -3,8 +3,12 @@
 Every reader returns ``VideoEntry`` rows (a path or store URI and an integer label), so one
 dataset serves all formats:
 
-- VideoMAE list files (``train.csv``/``val.csv``/``test.csv``, and the clip-store manifests
-  ``pretrain.csv`` with ``{uri} 0 -1``): ``path label`` per line, space or comma separated.
+- VideoMAE list files, space or comma separated. Labelled lists (``train.csv``/``val.csv``/
+  ``test.csv``): ``path label`` per video file, ``dir total label`` per frame folder (the
+  reference's raw-frame lists, Something-Something V2's among them: label LAST). Pre-training
+  lists (the clip store's ``pretrain.csv``, the reference's hybrid lists): ``path start total``,
+  ``total`` -1 for a video file, else a frame folder of ``total`` frames numbered from ``start``.
+  A 3-column line means different things in the two, so the reader is told which it reads.
 - UCF101 official splits: ``classInd.txt`` (1-based ``index name``), ``trainlist0N.txt``
   (``Class/v_x.avi label``), ``testlist0N.txt`` (``Class/v_x.avi``).
 - HMDB51: ``<class>_test_splitN.txt`` with ``video tag`` (0 unused, 1 train, 2 test).
@@ -13,7 +17,8 @@ dataset serves all formats:
 - Something-Something V2: ``labels.json`` (name -> id) and ``train.json``/``validation.json``
   (``id``, ``template`` whose ``[something]`` brackets are removed to match the label names).
 
-Clips are decoded only through ``services.common.video.read_frames``. An unreadable video is
+Video files are decoded only through ``services.common.video.read_frames``; frame folders are
+read image by image (``FrameFolders`` names the files). An unreadable video is
 never replaced by another one: the item comes back as a ``Rejection`` record, the collate
 function moves it out of the batch, and the engine reports and counts it.
 """
@@ -25,22 +30,27 @@ import csv
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from services.common.errors import H2AError, ObjectNotFound
+from services.common.errors import H2AError, ObjectNotFound, UnreadableVideo
 from services.common.records import Rejection
 from services.common.store import ClipStore
 from services.common.video import probe, read_frames
 
 __all__ = [
+    "VIDEO_SUFFIXES",
     "Batch",
+    "FrameFolders",
     "MultiViewDataset",
     "ResumableSampler",
     "VideoDataset",
@@ -61,12 +71,21 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
+_NO_STRIDES: Mapping[str, int] = MappingProxyType({})
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+"""File types a list line names as a video file, not a folder of frames."""
+
 
 @dataclass(frozen=True, slots=True)
 class VideoEntry:
     path: str
-    """A local path or a ``file://``/``s3://`` URI of the clip store."""
+    """A video file or a folder of frames: a local path or a ``file://``/``s3://`` URI."""
     label: int
+    frames: int = -1
+    """A frame folder's frame count; -1 for a video file (counted when it is opened)."""
+    start: int | None = None
+    """The number of a frame folder's first frame file; None for the configured default."""
 
 
 # --- readers -----------------------------------------------------------------------------
@@ -78,16 +97,47 @@ def _resolve(path: str, root: str) -> str:
     return str(Path(root) / path)
 
 
-def read_list(text: str, root: str = "") -> list[VideoEntry]:
-    """VideoMAE list lines ``path label`` (space or comma); ``path 0 -1`` pre-training lines."""
+def _list_entry(parts: list[str], root: str, labelled: bool) -> VideoEntry:
+    path = _resolve(parts[0], root)
+    if len(parts) == 2:
+        return VideoEntry(path, int(parts[1]))
+    if not labelled:
+        start, total = int(parts[1]), int(parts[2])
+        return VideoEntry(path, 0) if total < 0 else VideoEntry(path, 0, total, start)
+    total, label = int(parts[1]), int(parts[2])
+    if label < 0 or total < 0:
+        raise ValueError("is a pre-training line (path start total), not path/dir total label")
+    # A video file with its frame count beside it: the container counts its frames itself.
+    is_video = Path(path).suffix.lower() in VIDEO_SUFFIXES
+    return VideoEntry(path, label) if is_video else VideoEntry(path, label, total)
+
+
+def read_list(text: str, root: str = "", *, labelled: bool) -> list[VideoEntry]:
+    """VideoMAE list lines (see the module docstring) as entries.
+
+    Args:
+        text: the list file's text.
+        root: the folder relative paths are resolved against.
+        labelled: a classification list (``path label``, ``dir total label``) rather than a
+            pre-training one (``path start total``); unlabelled entries get label 0.
+
+    Raises:
+        ValueError: a line that fits neither form, naming its number.
+    """
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.replace(",", " ").split()
-        if len(parts) < 2:
-            raise ValueError(f"list line {number} has no label: {line!r}")
-        entries.append(VideoEntry(_resolve(parts[0], root), int(parts[1])))
+        if not 2 <= len(parts) <= 3:
+            raise ValueError(
+                f"list line {number} has {len(parts)} fields, not path label, dir total label "
+                f"or path start total: {line!r}"
+            )
+        try:
+            entries.append(_list_entry(parts, root, labelled))
+        except ValueError as error:
+            raise ValueError(f"list line {number} {error}: {line!r}") from error
     return entries
 
 
@@ -174,16 +224,23 @@ def _read_text(source: str, store: ClipStore | None) -> str:
 
 
 def read_entries(
-    source: str, fmt: str, root: str, subset: str, store: ClipStore | None = None
+    source: str,
+    fmt: str,
+    root: str,
+    subset: str,
+    store: ClipStore | None = None,
+    *,
+    labelled: bool = True,
 ) -> list[VideoEntry]:
     """Entries of one split in any supported format.
 
     ``source`` names, per format: list -> the list file (a path, store URI or store key);
     ucf101/hmdb51 -> ``{split folder}#{split number}``; kinetics -> the CSV; ssv2 ->
-    ``{labels.json}#{train.json or validation.json}``.
+    ``{labels.json}#{train.json or validation.json}``. ``labelled``: False for a pre-training
+    list (see ``read_list``).
     """
     if fmt == "list":
-        return read_list(_read_text(source, store), root)
+        return read_list(_read_text(source, store), root, labelled=labelled)
     if fmt in ("ucf101", "hmdb51"):
         folder, _, split = source.partition("#")
         reader = read_ucf101 if fmt == "ucf101" else read_hmdb51
@@ -251,7 +308,7 @@ def view_windows(
 
 
 @contextlib.contextmanager
-def _local_video(path: str, store: ClipStore | None) -> Iterator[Path]:
+def _local_file(path: str, store: ClipStore | None) -> Iterator[Path]:
     """A local path for a plain path or a clip-store URI (``file://`` works without a store)."""
     if "://" not in path:
         yield Path(path)
@@ -262,6 +319,50 @@ def _local_video(path: str, store: ClipStore | None) -> Iterator[Path]:
         yield Path(path.removeprefix("file://"))
     else:
         raise ObjectNotFound(f"{path}: a store URI but no store configured")
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFolders:
+    """How the files of a frame folder are named: the reference's ``filename_tmpl`` and the
+    number of the first frame where a list line gives none (``dir total label``)."""
+
+    template: str = "img_{:05d}.jpg"
+    start: int = 1
+    """TSN / mmaction frame folders number their files from ``img_00001.jpg``."""
+
+
+FrameReader = Callable[[Sequence[int]], np.ndarray]
+
+
+def _read_frame_files(
+    entry: VideoEntry, store: ClipStore | None, folders: FrameFolders, indices: Sequence[int]
+) -> np.ndarray:
+    """uint8 RGB ``(T, H, W, 3)`` from a frame folder; indices clamped as ``read_frames``."""
+    first = folders.start if entry.start is None else entry.start
+    images = []
+    for index in indices:
+        name = folders.template.format(first + min(max(int(index), 0), entry.frames - 1))
+        with _local_file(f"{entry.path.rstrip('/')}/{name}", store) as path:
+            try:
+                with Image.open(path) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+            except OSError as error:
+                raise UnreadableVideo(f"{entry.path}: frame {name}: {error}") from error
+    return np.stack(images)
+
+
+@contextlib.contextmanager
+def _opened(
+    entry: VideoEntry, store: ClipStore | None, folders: FrameFolders
+) -> Iterator[tuple[int, FrameReader]]:
+    """The frame count of a video file or frame folder, and a reader of frames by index."""
+    if entry.frames >= 0:
+        if entry.frames == 0:
+            raise UnreadableVideo(f"{entry.path}: a frame folder of 0 frames")
+        yield entry.frames, partial(_read_frame_files, entry, store, folders)
+        return
+    with _local_file(entry.path, store) as path:
+        yield probe(path).frame_count, partial(read_frames, path)
 
 
 @contextlib.contextmanager
@@ -293,7 +394,9 @@ class VideoDataset(Dataset):
     An item is ``(clips (S, C, T, H, W), labels (S,), masks or None, index)``, or a
     ``Rejection`` when the video cannot be read. ``masks(generator)`` (pre-training) returns the
     encoder and decoder masks of one clip from an explicitly seeded generator. Frames come from
-    a random ``sampling_rate`` window, or with ``tsn`` one from each of ``num_frames`` segments.
+    a random window at ``sampling_rate`` (at ``strides[marker]`` for a video whose path holds
+    ``marker``, case-insensitively: a hybrid list's Something-Something clips at 2), or with
+    ``tsn`` one from each of ``num_frames`` segments.
     """
 
     def __init__(
@@ -307,6 +410,8 @@ class VideoDataset(Dataset):
         store: ClipStore | None = None,
         seed: int = 0,
         tsn: bool = False,
+        strides: Mapping[str, int] = _NO_STRIDES,
+        folders: FrameFolders = FrameFolders(),
     ) -> None:
         self.entries = list(entries)
         self.transform = transform
@@ -317,11 +422,18 @@ class VideoDataset(Dataset):
         self.store = store
         self.seed = seed
         self.tsn = tsn
+        self.strides = {marker.lower(): stride for marker, stride in strides.items()}
+        self.folders = folders
 
-    def frame_indices(self, length: int, rng: random.Random) -> list[int]:
+    def stride_of(self, path: str) -> int:
+        lowered = path.lower()
+        found = (stride for marker, stride in self.strides.items() if marker in lowered)
+        return next(found, self.sampling_rate)
+
+    def frame_indices(self, path: str, length: int, rng: random.Random) -> list[int]:
         if self.tsn:
             return train_segments(length, self.num_frames, rng)
-        return train_window(length, self.num_frames, self.sampling_rate, rng)
+        return train_window(length, self.num_frames, self.stride_of(path), rng)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -332,10 +444,8 @@ class VideoDataset(Dataset):
         entry = self.entries[index]
         seed = _item_seed(self.seed, epoch, index)
         try:
-            with _local_video(entry.path, self.store) as path:
-                length = probe(path).frame_count
-                indices = self.frame_indices(length, random.Random(seed))
-                frames = read_frames(path, indices)
+            with _opened(entry, self.store, self.folders) as (length, read):
+                frames = read(self.frame_indices(entry.path, length, random.Random(seed)))
         except H2AError as error:
             return _rejection(entry, error)
         # Repeated augmentation: one decoded window, num_sample augmented clips of it.
@@ -365,6 +475,7 @@ class MultiViewDataset(Dataset):
         segments: int,
         tsn: bool = False,
         store: ClipStore | None = None,
+        folders: FrameFolders = FrameFolders(),
     ) -> None:
         self.entries = list(entries)
         self.views = views
@@ -373,6 +484,7 @@ class MultiViewDataset(Dataset):
         self.segments = segments
         self.tsn = tsn
         self.store = store
+        self.folders = folders
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -380,12 +492,11 @@ class MultiViewDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         entry = self.entries[index]
         try:
-            with _local_video(entry.path, self.store) as path:
-                length = probe(path).frame_count
+            with _opened(entry, self.store, self.folders) as (length, read):
                 windows = view_windows(
                     length, self.num_frames, self.sampling_rate, self.segments, self.tsn
                 )
-                views = [v for w in windows for v in self.views(read_frames(path, w))]
+                views = [v for w in windows for v in self.views(read(w))]
         except H2AError as error:
             return _rejection(entry, error)
         return torch.stack(views), entry.label, index

@@ -35,6 +35,7 @@ from services.common.store import ClipStore
 from services.trainer import videomae
 from services.trainer.checkpoint import CheckpointManager, RankRandomStates, Stateful
 from services.trainer.data import (
+    FrameFolders,
     MultiViewDataset,
     ResumableSampler,
     VideoDataset,
@@ -260,7 +261,15 @@ class _Job:
 
     def _entries(self, source: str, subset: str) -> list[VideoEntry]:
         d = self.config.data
-        return read_entries(source, d.format, d.root, subset, self.store) if source else []
+        if not source:
+            return []
+        # A pre-training list's 3-column lines are ``path start total``, a labelled one's
+        # ``dir total label``.
+        labelled = self.mode != "pretrain" or subset != "train"
+        return read_entries(source, d.format, d.root, subset, self.store, labelled=labelled)
+
+    def _frame_folders(self) -> FrameFolders:
+        return FrameFolders(self.config.data.frame_template, self.config.data.frame_start)
 
     def _class_names(self, entries: list[VideoEntry]) -> list[str]:
         if self.config.data.labels:
@@ -322,6 +331,8 @@ class _Job:
             store=self.store,
             seed=c.runtime.seed,
             tsn=d.tsn_segments,
+            strides=d.stride_by_path,
+            folders=self._frame_folders(),
         )
         sampler = ResumableSampler(len(dataset), info.rank, info.world, c.runtime.seed)
         loader = build_loader(dataset, d.batch_size, d.num_workers, sampler, d.prefetch_factor)
@@ -428,6 +439,7 @@ class _Job:
             segments,
             tsn,
             self.store,
+            self._frame_folders(),
         )
         # Uneven shards are fine here: results are gathered once, not reduced per batch.
         indices = list(range(info.rank, len(dataset), info.world))

@@ -79,6 +79,14 @@ class DataConfig:
     """Class names: labels.json (name -> id), classInd.txt, or empty to number labels."""
     sampling_rate: int = 4
     """Frame stride of a clip (2 for Something-Something V2)."""
+    stride_by_path: dict[str, int] = field(default_factory=dict)
+    """Training stride of the videos whose path holds a key (case-insensitive), for a list
+    that mixes sources: the reference's hybrid pre-training samples its Something-Something
+    part at stride 2, everything else at ``sampling_rate``."""
+    frame_template: str = "img_{:05d}.jpg"
+    """File names of a frame folder's frames, by number (the reference's ``filename_tmpl``)."""
+    frame_start: int = 1
+    """The first frame's number in folders of ``dir total label`` lines, which give none."""
     num_sample: int = 1
     """Repeated augmentation: augmented clips drawn from each decoded video. They multiply the
     clips of a step, not the videos the lr is scaled by, nor the loader epochs."""
@@ -258,13 +266,20 @@ def vit_b_pretrain_800e() -> TrainConfig:
     --num_sample 4 --warmup_epochs 20``; the seed paper's TikTok ViT-B row, whose "800 epochs"
     may count loader passes instead: see ``augmented_epochs``). AdamW (0.9, 0.95), wd 0.05,
     lr 1e-3 per 256 videos (``run_mae_pretraining.py``: batch x world, not the augmented
-    copies), per-step cosine from 1e-6 to min lr 1e-5, tube 0.9 / running cell 0.5, stride 4,
+    copies), per-step cosine from 1e-6 to min lr 1e-5, tube 0.9 / running cell 0.5, stride 4
+    (2 for clips under a path holding "something", the hybrid list's Something-Something V2),
     multi-scale crop without flip. The reference's 32 videos per GPU on 64 GPUs give lr 8e-3;
     fewer GPUs reach the same batch with ``optim.update_freq``.
     """
     return TrainConfig(
         model=ModelConfig(name="vit_base_patch16_224"),
-        data=DataConfig(batch_size=32, num_sample=4, num_workers=10, flip=False),
+        data=DataConfig(
+            batch_size=32,
+            num_sample=4,
+            num_workers=10,
+            flip=False,
+            stride_by_path={"something": 2},
+        ),
         optim=OptimConfig(epochs=200, base_lr=1e-3, warmup_epochs=20),
         checkpoint=CheckpointConfig(run="vit_b_pretrain_800e"),
     )

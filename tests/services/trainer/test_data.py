@@ -40,7 +40,7 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_list_files_space_comma_and_pretrain_lines(tmp_path: Path) -> None:
     text = "a/x.mp4 3\nb/y.mp4,7\n\n/abs/z.mp4 0 -1\ns3://bucket/clips/q.mp4 0 -1\n"
-    entries = read_list(text, root=str(tmp_path))
+    entries = read_list(text, root=str(tmp_path), labelled=False)
     assert entries == [
         VideoEntry(str(tmp_path / "a/x.mp4"), 3),
         VideoEntry(str(tmp_path / "b/y.mp4"), 7),
@@ -48,7 +48,7 @@ def test_list_files_space_comma_and_pretrain_lines(tmp_path: Path) -> None:
         VideoEntry("s3://bucket/clips/q.mp4", 0),
     ]
     with pytest.raises(ValueError, match="line 1"):
-        read_list("lonely.mp4\n")
+        read_list("lonely.mp4\n", labelled=True)
 
 
 def test_ucf101_official_splits(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_sampling_windows() -> None:
 
 
 def test_items_are_seeded_by_epoch_and_index(shapes: dict[str, Path]) -> None:
-    entries = read_list(shapes["train"].read_text())
+    entries = read_list(shapes["train"].read_text(), labelled=True)
     model_grid = (4, 4, 4)
     tube, cell = TubeMasking(model_grid, 0.75), RunningCellMasking(model_grid, 0.5)
     dataset = VideoDataset(
@@ -172,7 +172,7 @@ def test_unreadable_videos_are_reported_and_counted(
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
     empty = tmp_path / "empty.mp4"
     empty.touch()
-    good = read_list(shapes["val"].read_text())[:2]
+    good = read_list(shapes["val"].read_text(), labelled=True)[:2]
     entries = [good[0], VideoEntry(str(broken), 1), good[1], VideoEntry(str(empty), 2)]
     dataset = VideoDataset(entries, pretrain_transform(32, (1.0,), False), 8, 2)
     sampler = ResumableSampler(len(entries), 0, 1, seed=0, shuffle=False)
@@ -190,6 +190,6 @@ def test_unreadable_videos_are_reported_and_counted(
 
 def test_synthetic_set_layout(shapes: dict[str, Path]) -> None:
     assert read_class_names(shapes["classes"]) == list(CLASSES)
-    train = read_list(shapes["train"].read_text())
+    train = read_list(shapes["train"].read_text(), labelled=True)
     assert len(train) == 2 * len(CLASSES) and all(Path(e.path).is_file() for e in train)
     assert sorted({e.label for e in train}) == [0, 1, 2, 3]
