@@ -1,8 +1,9 @@
 """Clip encoding: a chosen segment of a source video, re-encoded to H.264 mp4 in the store.
 
 Which segment becomes the clip is the curation driver's decision (``services.curation``); this
-stage only cuts and encodes it. ``ClipSettings`` holds the clip length bounds the driver chooses
-within (the paper keeps 3.5-10 s) and the encoding.
+stage cuts and encodes it, upright and with the source's timing, and verifies what it wrote
+before storing it: every frame of the segment, and a playback time within the bounds the driver
+chooses in (``ClipSettings``; the paper keeps 3.5-10 s). A clip that fails is never stored.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.errors import InvalidRequest, TooShort, UnreadableVideo
 from services.common.records import ObjectRef, Segment
 from services.common.scratch import scratch_dir
 from services.common.store import ClipStore
-from services.common.video import X264_PRESET, write_clip
+from services.common.video import X264_PRESET, VideoInfo, probe, write_clip
 
 __all__ = ["ClipSettings", "encode_clip"]
 
 _logger = logging.getLogger(__name__)
+
+# Clip timestamps are rounded to the mp4 track's timescale: bounds allow that much.
+_TIME_TOLERANCE_S = 1e-3
 
 
 class ClipSettings(BaseSettings):
@@ -37,14 +42,51 @@ class ClipSettings(BaseSettings):
     """x264 preset; superfast keeps CABAC and costs about 40% less CPU than veryfast here."""
 
 
+def _verify(clip: VideoInfo, segment: Segment, settings: ClipSettings) -> None:
+    """Refuse an encoded clip that lacks frames of its segment or plays outside the bounds."""
+    span = f"[{segment.start_frame}, {segment.end_frame})"
+    if clip.frame_count != segment.num_frames:
+        raise UnreadableVideo(
+            f"{segment.num_frames - clip.frame_count} of the {segment.num_frames} frames in "
+            f"{span} could not be decoded",
+            frames=clip.frame_count,
+            expected=segment.num_frames,
+        )
+    if clip.duration_s + _TIME_TOLERANCE_S < settings.min_seconds:
+        raise TooShort(
+            f"frames {span} cover {clip.duration_s:.2f} s of source time, below "
+            f"{settings.min_seconds} s",
+            duration_s=round(clip.duration_s, 3),
+        )
+    if clip.duration_s - _TIME_TOLERANCE_S > settings.max_seconds:
+        raise InvalidRequest(
+            f"frames {span} cover {clip.duration_s:.2f} s of source time, above "
+            f"{settings.max_seconds} s",
+            duration_s=round(clip.duration_s, 3),
+        )
+
+
 def encode_clip(
-    path: Path, source_id: str, segment: Segment, store: ClipStore, settings: ClipSettings
+    path: Path,
+    source_id: str,
+    segment: Segment,
+    store: ClipStore,
+    settings: ClipSettings,
+    info: VideoInfo,
 ) -> ObjectRef:
     """Re-encode ``segment`` of the video at ``path`` and store it under its clip key.
 
     A clip already in the store under the same key is returned as is when its bytes verify: clip
     keys name the source content and the frame range, so the same request always means the same
     clip. One that does not verify is encoded again (and the store records the repair).
+
+    Args:
+        info: the video's probe record (its rotation and rate; not probed again).
+
+    Raises:
+        UnreadableVideo: frames of the segment could not be decoded.
+        TooShort: the segment covers less source time than ``min_seconds``.
+        InvalidRequest: it covers more than ``max_seconds``.
     """
     key = ClipStore.clip_key(source_id, segment.start_frame, segment.end_frame)
     existing = store.verify(key)
@@ -52,7 +94,7 @@ def encode_clip(
         return existing
     with scratch_dir("clip") as folder:
         local = Path(folder) / "clip.mp4"
-        frames = write_clip(
+        write_clip(
             path,
             local,
             segment.start_frame,
@@ -60,10 +102,19 @@ def encode_clip(
             short_side=settings.short_side,
             crf=settings.crf,
             preset=settings.preset,
+            info=info,
         )
+        clip = probe(local)  # what the file holds, not what the encoder was given
+        _verify(clip, segment, settings)
         ref = store.put_file(key, local)
     _logger.info(
         "clip encoded",
-        extra={"source_id": source_id, "stage": "clips", "key": key, "frames": frames},
+        extra={
+            "source_id": source_id,
+            "stage": "clips",
+            "key": key,
+            "frames": clip.frame_count,
+            "duration_s": round(clip.duration_s, 3),
+        },
     )
     return ref

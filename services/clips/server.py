@@ -54,8 +54,9 @@ class ClipsServicer(clips_pb2_grpc.ClipEncodingServicer):
                 f"{ref.sha256!r}"
             )
         with self._store.open_local(ref) as path:
-            check_segment(segment, probe(path))
-            clip = encode_clip(path, ref.sha256, segment, self._store, self._settings)
+            info = probe(path)
+            check_segment(segment, info)
+            clip = encode_clip(path, ref.sha256, segment, self._store, self._settings, info)
         return clips_pb2.EncodeClipResponse(clip=to_message(clip, common_pb2.ObjectRef))
 
 

@@ -1,14 +1,25 @@
 """Video probing, frame reading and clip writing: the only module that opens PyAV or decord.
 
-``probe`` demuxes the whole container (cheap: no decoding) because container frame counts lie for
-some AVIs, and decodes the first frame so that a file that cannot be decoded fails here, with a
+Every reader starts with one demux pass (packets only, no pixels decoded): it gives each frame's
+display index (the rank of its pts), its presentation time and the keyframes to seek to. A frame
+index therefore names the same frame in every stage, also with B-frames, a variable frame rate or
+frames that fail to decode: an undecodable frame leaves a hole at its index instead of shifting
+the frames after it. Durations come from timestamps, never from the average frame rate.
+
+Phones store portrait video sideways with a display matrix (older files: a ``rotate`` tag);
+the readers that hand pixels to a detector or an encoder turn them upright.
+
+``probe`` decodes the first frame so that a file that cannot be decoded fails there, with a
 typed error, instead of deep inside a stage.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
-from collections.abc import Iterator, Sequence
+import math
+import sys
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,9 +31,11 @@ from services.common.errors import NoVideoStream, UnreadableVideo
 
 __all__ = [
     "X264_PRESET",
+    "Timeline",
     "VideoInfo",
-    "iter_arrays",
+    "VideoReader",
     "iter_frames",
+    "mean_rate",
     "probe",
     "read_frames",
     "write_clip",
@@ -31,10 +44,19 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
+# Generated media (write_frames) with explicit times: fine enough for any frame rate.
+_GENERATED_TIME_BASE = Fraction(1, 90_000)
+
 
 @dataclass(frozen=True, slots=True)
 class VideoInfo:
-    """What a video container holds, measured rather than trusted from the header."""
+    """What a video container holds, measured rather than trusted from the header.
+
+    ``width`` and ``height`` are the stored frame size; ``rotation`` is the counter-clockwise
+    turn (0, 90, 180 or 270 degrees) that shows a stored frame upright; ``duration_s`` spans the
+    frames' timestamps and ``fps`` is the average rate (``frame_count / duration_s`` for a
+    variable frame rate).
+    """
 
     path: str
     container: str
@@ -52,6 +74,48 @@ class VideoInfo:
     def short_side(self) -> int:
         return min(self.width, self.height)
 
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """Width and height as the video is shown, after its rotation."""
+        return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """When each frame of a video shows, in display order, from one demux pass.
+
+    ``pts[i]`` is frame ``i``'s presentation timestamp in ``time_base`` units and ``end_pts``
+    where the last frame stops showing. ``indexed`` is False when the container's timestamps
+    cannot place frames (missing or repeated pts): the times are then nominal (``i / fps``) and
+    frames are placed by counting them from the first.
+    """
+
+    pts: tuple[int, ...]
+    end_pts: int
+    time_base: Fraction
+    keyframes: tuple[int, ...]
+    """Display indices of the frames a decode can start from, ascending."""
+    indexed: bool
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.pts)
+
+    def seconds(self, index: int) -> float:
+        """When frame ``index`` starts showing, from the first frame; ``frame_count`` gives
+        the end of the last frame."""
+        at = self.pts[index] if index < len(self.pts) else self.end_pts
+        return float((at - self.pts[0]) * self.time_base)
+
+    def span_s(self, start: int, end: int) -> float:
+        """Source time that frames ``[start, end)`` cover."""
+        return self.seconds(end) - self.seconds(start)
+
+    def keyframe_before(self, index: int) -> int:
+        """The last keyframe at or before ``index`` (0 when there is none)."""
+        position = bisect.bisect_right(self.keyframes, index)
+        return self.keyframes[position - 1] if position else 0
+
 
 def _open(path: Path) -> av.container.InputContainer:
     path = Path(path)
@@ -65,43 +129,246 @@ def _open(path: Path) -> av.container.InputContainer:
         raise UnreadableVideo(f"{path.name}: not a readable container ({error})") from error
 
 
-def probe(path: Path) -> VideoInfo:
-    """Measure container, stream, fps, decodable frame count, duration and rotation.
+def _nominal_rate(stream: av.VideoStream) -> Fraction | None:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return Fraction(rate) if rate else None
+
+
+def _timeline(container: av.container.InputContainer, stream: av.VideoStream) -> Timeline:
+    """Every packet's timestamps, read without decoding; display order is pts order."""
+    packets = [
+        (packet.pts, packet.duration, packet.is_keyframe)
+        for packet in container.demux(stream)
+        if packet.size  # empty flush packets carry no frame
+    ]
+    if not packets:
+        raise UnreadableVideo("the video stream holds no frame")
+    stamps = [pts for pts, _, _ in packets]
+    if None not in stamps and len(set(stamps)) == len(stamps):
+        ordered = sorted(stamps)
+        rank = {pts: index for index, pts in enumerate(ordered)}
+        # Where the stream ends, as muxers record it: the latest pts + duration. Without any
+        # duration, the last frame is assumed to last as long as the one before it.
+        end = max(pts + (duration or 0) for pts, duration, _ in packets)
+        if end == ordered[-1]:
+            end += ordered[-1] - ordered[-2] if len(ordered) > 1 else 1
+        keyframes = sorted(rank[pts] for pts, _, key in packets if key)
+        return Timeline(tuple(ordered), end, stream.time_base, tuple(keyframes), True)
+    rate = _nominal_rate(stream)
+    if rate is None:
+        raise UnreadableVideo("the video stream has neither timestamps nor a frame rate")
+    return Timeline(tuple(range(len(packets))), len(packets), 1 / rate, (0,), False)
+
+
+def mean_rate(frames: int, seconds: float, nominal: float) -> float:
+    """``frames / seconds``, or ``nominal`` (a header's rate) when the two agree up to the
+    rounding of timestamps to their time base: a constant rate keeps its exact value."""
+    if seconds <= 0:
+        return nominal
+    measured = frames / seconds
+    return nominal if math.isclose(measured, nominal, rel_tol=1e-3) else measured
+
+
+def _rotation(stream: av.VideoStream, frame: av.VideoFrame) -> int:
+    """The counter-clockwise turn (0, 90, 180, 270) that shows ``frame`` upright."""
+    angle: float = frame.rotation  # the display matrix, counter-clockwise
+    if not angle:
+        tag = next((value for key, value in stream.metadata.items() if key.lower() == "rotate"), "")
+        try:
+            angle = -float(tag)  # the legacy tag turns clockwise
+        except ValueError:
+            angle = 0.0
+    return round(angle / 90) % 4 * 90
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
+
+
+def _fit(width: int, height: int, long_side: int) -> tuple[int, int]:
+    scale = long_side / max(width, height)
+    return max(2, round(width * scale)), max(2, round(height * scale))
+
+
+class VideoReader:
+    """An open video: its ``Timeline`` and its frames by display index.
+
+    Args:
+        path: a local video file.
+        fast: skip H.264 deblocking (``skip_loop_filter``), about a fifth of the decoding, for
+            analysis that only looks at downscaled frames; never for frames shown or stored.
 
     Raises:
         UnreadableVideo: missing, empty, truncated or not a media container.
         NoVideoStream: a valid container without video (audio-only, subtitles).
     """
-    path = Path(path)
-    with _open(path) as container:
-        if not container.streams.video:
-            raise NoVideoStream(f"{path.name}: the container has no video stream")
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        if not rate:
-            raise UnreadableVideo(f"{path.name}: the video stream has no frame rate")
+
+    def __init__(self, path: Path, fast: bool = False) -> None:
+        self.path = Path(path)
+        self._container = _open(self.path)
         try:
-            first = next(container.decode(stream), None)
-            if first is None:
-                raise UnreadableVideo(f"{path.name}: no frame could be decoded")
-            rotation = int(first.rotation or 0)
-            width, height = first.width, first.height
-            container.seek(0)
-            # One packet per frame for the codecs we meet; empty flush packets carry no size.
-            frame_count = sum(1 for packet in container.demux(stream) if packet.size)
+            if not self._container.streams.video:
+                raise NoVideoStream(f"{self.path.name}: the container has no video stream")
+            self._stream = self._container.streams.video[0]
+            # Frame and slice threads: the lowest wall time for a pass, at a few % more CPU.
+            self._stream.thread_type = "AUTO"
+            if fast:
+                self._stream.codec_context.options = {"skip_loop_filter": "all"}
+            self.timeline = _timeline(self._container, self._stream)
         except av.error.FFmpegError as error:
-            raise UnreadableVideo(f"{path.name}: decoding failed ({error})") from error
-        fps = float(rate)
+            self._container.close()
+            raise UnreadableVideo(f"{self.path.name}: demuxing failed ({error})") from error
+        except BaseException:
+            self._container.close()
+            raise
+        timeline = self.timeline
+        self._rank = (
+            {pts: index for index, pts in enumerate(timeline.pts)} if timeline.indexed else None
+        )
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    @property
+    def stream(self) -> av.VideoStream:
+        return self._stream
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Stored width and height, from the stream header."""
+        context = self._stream.codec_context
+        return context.width, context.height
+
+    def frames(
+        self, start: int = 0, end: int | None = None, wanted: Collection[int] | None = None
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Decoded frames ``[start, end)`` in display order, each with its index.
+
+        A frame that cannot be decoded (a damaged packet, a frame the decoder flags corrupt) is
+        left out: its index is a hole. A later start seeks to the keyframe before it. With
+        ``wanted``, frames outside it that no other frame references are not decoded at all.
+
+        Raises:
+            UnreadableVideo: decoding failed in a way that is not one damaged frame.
+        """
+        try:
+            yield from self._frames(start, end, wanted)
+        except av.error.FFmpegError as error:
+            raise UnreadableVideo(f"{self.path.name}: decoding failed ({error})") from error
+
+    def _frames(
+        self, start: int, end: int | None, wanted: Collection[int] | None
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        timeline = self.timeline
+        first = timeline.keyframe_before(start) if self._rank is not None else 0
+        self._container.seek(timeline.pts[first], stream=self._stream, backward=True)
+        following = start  # the next index to yield: skips frames before it, and repeats
+        while True:
+            counted = 0
+            for frame in self._decode(wanted):
+                if self._rank is None:
+                    index, counted = counted, counted + 1
+                else:
+                    index = self._rank.get(frame.pts, -1)
+                    if index < 0:  # a frame the demuxer did not list: only counting places it
+                        break
+                if end is not None and index >= end:
+                    return
+                if index >= following and not frame.is_corrupt:
+                    following = index + 1
+                    yield index, frame
+            else:
+                return
+            self._rank = None
+            self._container.seek(0, stream=self._stream, backward=True)
+
+    def _decode(self, wanted: Collection[int] | None) -> Iterator[av.VideoFrame]:
+        context = self._stream.codec_context
+        context.skip_frame = "DEFAULT"
+        for packet in self._container.demux(self._stream):
+            if wanted is not None and self._rank is not None and packet.pts in self._rank:
+                # Display index by pts: a frame nobody wants is skipped when nothing refers to it.
+                context.skip_frame = "DEFAULT" if self._rank[packet.pts] in wanted else "NONREF"
+            try:
+                decoded = self._stream.decode(packet)
+            except av.error.InvalidDataError:
+                _logger.debug("undecodable packet skipped", extra={"path": str(self.path)})
+                continue
+            yield from decoded
+
+    def arrays(
+        self, width: int, height: int, format: str = "bgr24", interpolation: str | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Every decodable frame scaled to ``width`` x ``height``, stored orientation, with its
+        index.
+
+        One scaler serves the whole pass: ``frame.to_ndarray(width=...)`` builds a new one per
+        frame, which costs more than decoding itself on small videos.
+        """
+        scaler = av.video.reformatter.VideoReformatter()
+        for index, frame in self.frames():
+            image = scaler.reformat(
+                frame, width=width, height=height, format=format, interpolation=interpolation
+            )
+            yield index, image.to_ndarray()
+
+    def sample(
+        self, indices: Iterable[int], long_side: int, format: str = "bgr24"
+    ) -> dict[int, np.ndarray]:
+        """The frames at ``indices``, upright, scaled to ``long_side`` (aspect kept).
+
+        One forward pass from the keyframe before the first index to the last; frames between
+        them are decoded only when others refer to them, and only the wanted ones converted.
+        A frame that cannot be decoded is absent from the result.
+        """
+        wanted = set(indices)
+        if not wanted:
+            return {}
+        width, height = _fit(*self.size, long_side)
+        scaler = av.video.reformatter.VideoReformatter()
+        found = {}
+        for index, frame in self.frames(min(wanted), max(wanted) + 1, wanted):
+            if index in wanted:
+                image = scaler.reformat(frame, width=width, height=height, format=format)
+                found[index] = _upright(image.to_ndarray(), _rotation(self._stream, frame))
+        return found
+
+
+def probe(path: Path) -> VideoInfo:
+    """Measure container, stream, frame count, duration (from timestamps) and rotation.
+
+    Raises:
+        UnreadableVideo: missing, empty, truncated or not a media container, or no frame
+            decodes.
+        NoVideoStream: a valid container without video (audio-only, subtitles).
+    """
+    path = Path(path)
+    with VideoReader(path) as video:
+        timeline = video.timeline
+        first = next(video.frames(), None)
+        if first is None:
+            raise UnreadableVideo(f"{path.name}: no frame could be decoded")
+        frame = first[1]
+        duration = timeline.seconds(timeline.frame_count)
+        rate = _nominal_rate(video.stream)
+        fps = mean_rate(timeline.frame_count, duration, float(rate) if rate else 0.0)
+        container = video._container
         return VideoInfo(
             path=str(path),
             container=container.format.name,
-            codec=stream.codec_context.name,
-            width=width,
-            height=height,
+            codec=video.stream.codec_context.name,
+            width=frame.width,
+            height=frame.height,
             fps=fps,
-            frame_count=frame_count,
-            duration_s=frame_count / fps,
-            rotation=rotation,
+            frame_count=timeline.frame_count,
+            duration_s=duration,
+            rotation=_rotation(video.stream, frame),
             has_audio=bool(container.streams.audio),
             size_bytes=path.stat().st_size,
         )
@@ -110,13 +377,15 @@ def probe(path: Path) -> VideoInfo:
 def read_frames(path: Path, indices: Sequence[int]) -> np.ndarray:
     """Decode the frames at ``indices`` as uint8 RGB ``(T, H, W, 3)`` with decord.
 
-    Indices past the decodable end are clamped to the last frame (container counts can be off
-    by a frame or two); an unreadable file raises UnreadableVideo.
+    For clips (upright, written by ``write_clip``): no rotation is applied. Indices past the
+    decodable end are clamped to the last frame (container counts can be off by a frame or two);
+    an unreadable file raises UnreadableVideo.
     """
-    from decord import DECORDError, VideoReader, cpu
+    from decord import DECORDError, cpu
+    from decord import VideoReader as DecordReader
 
     try:
-        reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+        reader = DecordReader(str(path), ctx=cpu(0), num_threads=1)
         last = len(reader) - 1
         if last < 0:
             raise UnreadableVideo(f"{Path(path).name}: no decodable frames")
@@ -126,82 +395,14 @@ def read_frames(path: Path, indices: Sequence[int]) -> np.ndarray:
         raise UnreadableVideo(f"{Path(path).name}: decord failed ({error})") from error
 
 
-def _keyframe_before(
-    container: av.container.InputContainer, stream: av.VideoStream, frame_index: int
-) -> tuple[int, dict[int, int]] | None:
-    """The pts of the last keyframe at or before display index ``frame_index``, and every
-    packet's display index by pts; None when timestamps cannot index the frames.
-
-    Display order is pts order, so a frame's index is the rank of its pts: exact for B-frames
-    and variable frame rates, where pts arithmetic would drift. Demuxing reads no pixels.
-    """
-    stamps, keyframes = [], []
-    for packet in container.demux(stream):
-        if not packet.size:
-            continue
-        if packet.pts is None:
-            return None
-        stamps.append(packet.pts)
-        if packet.is_keyframe:
-            keyframes.append(packet.pts)
-    rank = {pts: index for index, pts in enumerate(sorted(stamps))}
-    if len(rank) != len(stamps):
-        return None  # duplicate timestamps: only counting by decoding is safe
-    before = [pts for pts in keyframes if rank[pts] <= frame_index]
-    return (max(before, key=rank.__getitem__), rank) if before else None
-
-
-def _indexed_frames(
-    container: av.container.InputContainer, stream: av.VideoStream, rank: dict[int, int] | None
-) -> Iterator[tuple[int, av.VideoFrame]]:
-    """``(display index, frame)`` from the container's position: by pts rank after a seek,
-    else by counting from the first frame."""
-    if rank is not None:
-        for frame in container.decode(stream):
-            if frame.pts not in rank:
-                break  # a frame the index does not know: only counting can place it
-            yield rank[frame.pts], frame
-        else:
-            return
-        container.seek(0, stream=stream)
-    yield from enumerate(container.decode(stream))
-
-
 def iter_frames(
     path: Path, start_frame: int = 0, end_frame: int | None = None
 ) -> Iterator[av.VideoFrame]:
-    """Decoded PyAV frames ``[start_frame, end_frame)`` in display order.
-
-    A later start seeks to the keyframe before it instead of decoding from the first frame
-    (clips near the end of long sources); indices are those of a decode from the start.
-    """
-    with _open(Path(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        seek = _keyframe_before(container, stream, start_frame) if start_frame > 0 else None
-        container.seek(seek[0] if seek else 0, stream=stream, backward=True)
-        wanted = start_frame  # the next index to yield: skips frames before it and repeats
-        try:
-            for index, frame in _indexed_frames(container, stream, seek[1] if seek else None):
-                if end_frame is not None and index >= end_frame:
-                    break
-                if index >= wanted:
-                    wanted = index + 1
-                    yield frame
-        except av.error.FFmpegError as error:
-            raise UnreadableVideo(f"{Path(path).name}: decoding failed ({error})") from error
-
-
-def iter_arrays(path: Path, width: int, height: int, format: str = "bgr24") -> Iterator[np.ndarray]:
-    """Every decoded frame scaled to ``width`` x ``height`` as an array (``(H, W, 3)`` for
-    ``bgr24``/``rgb24``), in display order.
-
-    One scaler serves the whole pass: ``frame.to_ndarray(width=...)`` builds a new one per frame,
-    which costs more than decoding itself on small videos.
-    """
-    scaler = av.video.reformatter.VideoReformatter()
-    for frame in iter_frames(path):
-        yield scaler.reformat(frame, width=width, height=height, format=format).to_ndarray()
+    """Decoded PyAV frames ``[start_frame, end_frame)`` in display order (``VideoReader.frames``
+    without the indices)."""
+    with VideoReader(path) as video:
+        for _, frame in video.frames(start_frame, end_frame):
+            yield frame
 
 
 def _even(value: float) -> int:
@@ -214,6 +415,20 @@ X264_PRESET = "superfast"
 overrides it in the clips service)."""
 
 
+def _until(timeline: Timeline, index: int) -> int:
+    return timeline.pts[index] if index < timeline.frame_count else timeline.end_pts
+
+
+def _mux(
+    output: av.container.OutputContainer, packets: list[av.Packet], durations: dict[int, int]
+) -> None:
+    # The encoder leaves packet durations unset; the muxer would guess the last one from the
+    # average rate.
+    for packet in packets:
+        packet.duration = durations.pop(packet.pts)
+        output.mux(packet)
+
+
 def write_clip(
     source: Path,
     dest: Path,
@@ -222,63 +437,120 @@ def write_clip(
     short_side: int = 320,
     crf: int = 23,
     preset: str = X264_PRESET,
+    info: VideoInfo | None = None,
 ) -> int:
-    """Re-encode frames ``[start_frame, end_frame)`` of ``source`` to an H.264 mp4.
+    """Re-encode frames ``[start_frame, end_frame)`` of ``source`` to an upright H.264 mp4.
 
-    The short side is scaled to ``short_side`` (0 keeps the size), the aspect ratio kept.
-    Returns the number of frames written.
+    Each frame keeps its source presentation time, rebased to start at 0 in the source's time
+    base, so the clip plays exactly the source time it covers, also at a variable frame rate.
+    Frames are turned upright by the source's rotation (the clip has no display matrix) and
+    scaled to ``short_side`` (0 keeps the size), aspect kept.
+
+    Args:
+        info: the source's probe record (probed here when not given).
+
+    Returns:
+        The number of frames written: fewer than asked when some could not be decoded (the
+        caller verifies the clip).
     """
-    info = probe(source)
-    scale = short_side / info.short_side if short_side else 1.0
-    width, height = _even(info.width * scale), _even(info.height * scale)
-    rate = Fraction(info.fps).limit_denominator(1001)
+    info = info or probe(source)
+    upright_width, upright_height = info.upright_size
+    scale = short_side / min(upright_width, upright_height) if short_side else 1.0
+    width, height = _even(upright_width * scale), _even(upright_height * scale)
+    # Scaled in the stored orientation, then turned: the scaler sees the decoded frame as is.
+    stored = (height, width) if info.rotation % 180 else (width, height)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    with av.open(str(dest), mode="w", format="mp4") as output:
-        stream = output.add_stream("libx264", rate=rate)
+    with VideoReader(source) as video, av.open(str(dest), mode="w", format="mp4") as output:
+        timeline = video.timeline
+        stream = output.add_stream("libx264", rate=Fraction(info.fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = timeline.time_base
         stream.options = {"crf": str(crf), "preset": preset}
-        scaler = av.video.reformatter.VideoReformatter()  # one for all frames, see iter_arrays
-        for frame in iter_frames(source, start_frame, end_frame):
-            image = scaler.reformat(frame, width=width, height=height, format="yuv420p")
-            image.pts = written
-            image.time_base = 1 / rate
-            for packet in stream.encode(image):
-                output.mux(packet)
+        scaler = av.video.reformatter.VideoReformatter()  # one for all frames, see arrays()
+        origin = None
+        # Each frame shows until the next source frame: the muxer ends the clip at the latest
+        # pts + duration, so the clip lasts exactly the source time it covers.
+        durations: dict[int, int] = {}
+        for index, frame in video.frames(start_frame, end_frame):
+            if info.rotation:
+                rgb = scaler.reformat(frame, width=stored[0], height=stored[1], format="rgb24")
+                turned = _upright(rgb.to_ndarray(), info.rotation)
+                image = av.VideoFrame.from_ndarray(turned, format="rgb24")  # encoder converts
+            else:
+                image = scaler.reformat(frame, width=width, height=height, format="yuv420p")
+            pts = timeline.pts[index]
+            origin = pts if origin is None else origin
+            image.pts, image.time_base = pts - origin, timeline.time_base
+            durations[image.pts] = _until(timeline, index + 1) - pts
+            _mux(output, stream.encode(image), durations)
             written += 1
-        for packet in stream.encode():
-            output.mux(packet)
+        _mux(output, stream.encode(), durations)
     if written == 0:
         dest.unlink(missing_ok=True)
         raise UnreadableVideo(f"{Path(source).name}: no frames in [{start_frame}, {end_frame})")
     return written
 
 
-def write_frames(path: Path, frames: np.ndarray, fps: float = 25.0, crf: int = 18) -> int:
+def write_frames(
+    path: Path,
+    frames: np.ndarray | Iterable[np.ndarray],
+    fps: float = 25.0,
+    crf: int = 18,
+    times_s: Sequence[float] | None = None,
+    rotation: int = 0,
+    preset: str = "veryfast",
+) -> int:
     """Encode uint8 RGB frames ``(T, H, W, 3)`` (even H and W) as an H.264 mp4.
 
-    For generated media (synthetic datasets, tests); returns the number of frames written.
+    For generated media (synthetic datasets, tests, benchmarks). ``frames`` may be an iterable
+    of ``(H, W, 3)`` arrays, so long videos need not fit in memory.
+
+    Args:
+        times_s: each frame's presentation time in seconds (a variable frame rate); regular
+            ``1 / fps`` steps when not given.
+        rotation: counter-clockwise degrees a player turns the stored frames by (the display
+            matrix), as phones write portrait video stored sideways.
+
+    Returns:
+        The number of frames written.
     """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"frames need even height and width for yuv420p, got {height}x{width}")
     rate = Fraction(fps).limit_denominator(1001)
+    time_base = 1 / rate if times_s is None else _GENERATED_TIME_BASE
+    # Each frame's pts in time_base units, and one more: where the last frame ends.
+    if times_s is None:
+        stamps: Sequence[int] = range(sys.maxsize)  # regular steps: pts = index
+    else:
+        stamps = [round(seconds / time_base) for seconds in times_s]
+        # The last frame lasts as long as the one before it.
+        stamps.append(2 * stamps[-1] - stamps[-2] if len(stamps) > 1 else stamps[-1] + 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    durations: dict[int, int] = {}
     with av.open(str(path), mode="w", format="mp4") as output:
-        stream = output.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream = None
         for index, rgb in enumerate(frames):
+            if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+                raise ValueError(f"frames must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+            if stream is None:
+                height, width = rgb.shape[:2]
+                if height % 2 or width % 2:
+                    raise ValueError(f"frames need even height and width, got {height}x{width}")
+                stream = output.add_stream("libx264", rate=rate)
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.time_base = stream.codec_context.time_base = time_base
+                stream.options = {"crf": str(crf), "preset": preset}
+                if rotation:
+                    stream.set_display_rotation(rotation)
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             image = image.reformat(format="yuv420p")
-            image.pts = index
-            image.time_base = 1 / rate
-            for packet in stream.encode(image):
-                output.mux(packet)
-        for packet in stream.encode():
-            output.mux(packet)
-    return len(frames)
+            image.pts, image.time_base = stamps[index], time_base
+            durations[image.pts] = stamps[index + 1] - stamps[index]
+            _mux(output, stream.encode(image), durations)
+            written += 1
+        if stream is None:
+            raise ValueError("no frames to write")
+        _mux(output, stream.encode(), durations)
+    return written

@@ -117,7 +117,9 @@ class LocalStages:
 
     def clip(self, video: IngestedVideo, segment: Segment) -> ObjectRef:
         with self.store.open_local(video.raw) as path:
-            return encode_clip(path, video.source_id, segment, self.store, self.settings.clips)
+            return encode_clip(
+                path, video.source_id, segment, self.store, self.settings.clips, video.info
+            )
 
 
 def _failure(

@@ -12,11 +12,12 @@ from services.common.video import probe
 
 def test_encode_clip_writes_h264_at_short_side(local_store: ClipStore, carphone: Path):
     segment = Segment(10, 115, 29.97)
-    ref = encode_clip(carphone, "src123", segment, local_store, ClipSettings())
+    source = probe(carphone)
+    ref = encode_clip(carphone, "src123", segment, local_store, ClipSettings(), source)
     assert ref.key == ClipStore.clip_key("src123", 10, 115)
     with local_store.open_local(ref) as path:
         info = probe(path)
     assert (info.codec, info.short_side, info.frame_count) == ("h264", 320, 105)
     assert info.width == 392  # 176x144 scaled to short side 320, even width
     # The same request finds the stored clip instead of encoding again.
-    assert encode_clip(carphone, "src123", segment, local_store, ClipSettings()) == ref
+    assert encode_clip(carphone, "src123", segment, local_store, ClipSettings(), source) == ref

@@ -1,4 +1,4 @@
-"""Probe, frame reading and clip writing on real media."""
+"""Probe, timelines, frame reading and clip writing on real media."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from services.common.errors import UnreadableVideo
-from services.common.video import iter_arrays, iter_frames, probe, read_frames, write_clip
+from services.common.video import (
+    VideoReader,
+    iter_frames,
+    probe,
+    read_frames,
+    write_clip,
+    write_frames,
+)
 
 
 def test_probe_measures_bikes(bikes: Path):
@@ -39,10 +46,11 @@ def test_write_clip_scales_short_side(bikes: Path, tmp_path: Path):
     assert (info.width, info.height, info.codec) == (320, 136, "h264")
 
 
-def test_iter_arrays_scales_every_frame(bikes: Path):
-    frames = list(iter_arrays(bikes, 128, 54))
-    assert len(frames) == 250
-    assert frames[0].shape == (54, 128, 3) and frames[0].dtype.name == "uint8"
+def test_arrays_scales_every_frame_with_its_index(bikes: Path):
+    with VideoReader(bikes) as video:
+        frames = list(video.arrays(128, 54))
+    assert [index for index, _ in frames] == list(range(250))
+    assert frames[0][1].shape == (54, 128, 3) and frames[0][1].dtype.name == "uint8"
 
 
 @pytest.mark.parametrize(("start", "end"), [(76, 137), (100, 132), (249, 250), (0, 30)])
@@ -60,19 +68,62 @@ def test_iter_frames_seeks_to_the_same_frames_as_a_full_decode(
     assert all(np.array_equal(a, b) for a, b in zip(seeking, counting, strict=True))
 
 
-def test_iter_frames_falls_back_to_counting_without_repeating_frames(bikes: Path, monkeypatch):
-    """A frame whose pts the index lacks (odd timestamps) sends the decode back to counting from
-    the start; frames already yielded are not yielded again."""
-    from services.common import video
-
-    located = video._keyframe_before
-
-    def partial_index(container, stream, frame_index):  # knows frames up to 90 only
-        pts, rank = located(container, stream, frame_index)
-        return pts, {p: i for p, i in rank.items() if i <= 90}
-
+def test_frames_fall_back_to_counting_without_repeating_frames(bikes: Path):
+    """A frame whose pts the timeline lacks (odd timestamps) sends the decode back to counting
+    from the start; frames already yielded are not yielded again."""
     expected = [f.to_ndarray(format="rgb24") for f in iter_frames(bikes, 76, 137)]
-    monkeypatch.setattr(video, "_keyframe_before", partial_index)
-    got = [f.to_ndarray(format="rgb24") for f in iter_frames(bikes, 76, 137)]
+    with VideoReader(bikes) as video:
+        video._rank = {pts: i for pts, i in video._rank.items() if i <= 90}  # knows 0-90 only
+        got = [frame.to_ndarray(format="rgb24") for _, frame in video.frames(76, 137)]
     assert len(got) == 61
     assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_timeline_times_a_variable_frame_rate(carphone: Path, tmp_path: Path):
+    with VideoReader(carphone) as video:
+        frames = [image for _, image in video.arrays(176, 144, "rgb24")][:60]
+    # 30 frames at 60 fps, then 30 at 15 fps: 0.5 s + 2.0 s, an average of 24 fps.
+    times = [i / 60 for i in range(30)] + [0.5 + i / 15 for i in range(30)]
+    write_frames(tmp_path / "vfr.mp4", frames, fps=24, times_s=times)
+    with VideoReader(tmp_path / "vfr.mp4") as video:
+        timeline = video.timeline
+    assert timeline.indexed and timeline.frame_count == 60
+    assert timeline.span_s(0, 30) == pytest.approx(0.5)
+    assert timeline.span_s(30, 60) == pytest.approx(2.0)
+    info = probe(tmp_path / "vfr.mp4")
+    assert info.duration_s == pytest.approx(2.5) and info.fps == pytest.approx(24, rel=0.01)
+
+
+def test_write_clip_keeps_source_timing(carphone: Path, tmp_path: Path):
+    """Clip frames carry their source pts rebased: a clip plays the source time it covers,
+    also when the rate changes inside it (here 0.5 s of 30 frames, then 2 s of 30)."""
+    with VideoReader(carphone) as video:
+        frames = [image for _, image in video.arrays(176, 144, "rgb24")][:70]
+    times = [i / 60 for i in range(40)] + [40 / 60 + i / 15 for i in range(30)]
+    write_frames(tmp_path / "vfr.mp4", frames, fps=24, times_s=times)
+    with VideoReader(tmp_path / "vfr.mp4") as video:
+        covered = video.timeline.span_s(10, 60)
+    assert write_clip(tmp_path / "vfr.mp4", tmp_path / "clip.mp4", 10, 60) == 50
+    clip = probe(tmp_path / "clip.mp4")
+    assert clip.frame_count == 50
+    assert clip.duration_s == pytest.approx(covered, abs=1e-3)  # 30/60 + 20/15 s
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_is_measured_and_clips_come_out_upright(
+    carphone: Path, tmp_path: Path, rotation: int
+):
+    with VideoReader(carphone) as video:
+        upright = [image for _, image in video.arrays(176, 144, "rgb24")][:12]
+    # Stored turned clockwise by the rotation that the display matrix turns back.
+    stored = [np.ascontiguousarray(np.rot90(image, -rotation // 90)) for image in upright]
+    write_frames(tmp_path / "phone.mp4", stored, fps=30, rotation=rotation)
+    info = probe(tmp_path / "phone.mp4")
+    assert info.rotation == rotation
+    assert info.upright_size == (176, 144)
+    write_clip(tmp_path / "phone.mp4", tmp_path / "clip.mp4", 0, 12, short_side=0, info=info)
+    clip = probe(tmp_path / "clip.mp4")
+    assert (clip.width, clip.height, clip.rotation) == (176, 144, 0)
+    with VideoReader(tmp_path / "clip.mp4") as video:
+        first = next(video.arrays(176, 144, "rgb24"))[1]
+    assert np.abs(first.astype(int) - upright[0]).mean() < 8  # the upright picture, re-encoded

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services.common.errors import ConfigError
 from services.common.records import Segment
 from services.common.store import ClipStore
+from services.common.video import VideoReader, write_frames
 from services.persons import detect
-from services.persons.detect import PersonSettings, detect_persons, load_model, sample_indices
+from services.persons.detect import (
+    PersonSettings,
+    detect_persons,
+    input_size,
+    load_model,
+    sample_indices,
+)
 
 
 def test_sample_indices_are_regular_inside_the_segment():
@@ -64,3 +72,30 @@ def test_weights_resolution(local_store: ClipStore, tmp_path: Path):
 
 def test_model_is_cached_per_process():
     assert load_model(PersonSettings()) is load_model(PersonSettings(num_frames=3))
+
+
+def test_input_size_grows_with_the_source():
+    settings = PersonSettings()
+    # Phone video (1080x1920) halves; up to 1280 px it is the 640 it always was; 4K is capped.
+    assert [input_size(side, settings) for side in (176, 640, 1280, 1920, 3840)] == [
+        640,
+        640,
+        640,
+        960,
+        1280,
+    ]
+    assert input_size(1920, PersonSettings(max_downscale=0)) == 640
+
+
+def test_small_people_in_a_wide_shot_are_found(carphone: Path, tmp_path: Path):
+    """The man at half size (88x72) in a 1920x1080 street-wide canvas: at a fixed 640 input he
+    is 29 px and missed; the default policy (960 for this source) finds him."""
+    with VideoReader(carphone) as video:
+        small = [image for index, image in video.arrays(88, 72, "rgb24") if index < 20]
+    canvas = np.full((20, 1080, 1920, 3), 110, np.uint8)
+    canvas[:, 700:772, 1200:1288] = small
+    write_frames(tmp_path / "wide.mp4", canvas, fps=30)
+    scene = Segment(0, 20, 30.0)
+    assert detect_persons(tmp_path / "wide.mp4", scene, PersonSettings()).passed
+    fixed = detect_persons(tmp_path / "wide.mp4", scene, PersonSettings(max_downscale=0))
+    assert not fixed.passed
