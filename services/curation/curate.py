@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -97,26 +100,91 @@ class Stages(Protocol):
     def clip(self, video: IngestedVideo, segment: Segment) -> ObjectRef: ...
 
 
+@dataclass
+class _LocalCopy:
+    """One verified local copy of a video, shared by the stages of its run."""
+
+    opening: threading.Lock = field(default_factory=threading.Lock)
+    closer: ExitStack = field(default_factory=ExitStack)
+    path: Path | None = None
+    users: int = 0
+    finished: bool = False
+    """No stage of this video's run follows: close the copy once nobody uses it."""
+
+
 class LocalStages:
-    """The stage functions called in-process on one store (the embedded default)."""
+    """The stage functions called in-process on one store (the embedded default).
+
+    The stages of a video share one verified local copy of it (``open_local`` hashes the file,
+    and downloads it from a remote store), keyed by its sha256: opened by the first stage,
+    closed after the clip stage or when a stage ends the run (a failed persons verdict, an
+    error). A run the driver ends between two stages (a scene too short) leaves its copy idle;
+    beyond ``settings.workers`` idle copies the oldest is closed.
+    """
 
     def __init__(self, store: ClipStore, settings: CurateSettings | None = None) -> None:
         self.store = store
         self.settings = settings or CurateSettings()
+        self._copies: dict[str, _LocalCopy] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _local(self, video: IngestedVideo, last: bool = False) -> Iterator[Path]:
+        """The video's verified local copy; ``last``: no stage of its run follows."""
+        key = video.raw.sha256
+        with self._lock:
+            copy = self._copies.pop(key, None) or _LocalCopy()
+            self._copies[key] = copy  # the most recently used last
+            copy.users += 1
+        try:
+            with copy.opening:
+                if copy.path is None:
+                    copy.path = copy.closer.enter_context(self.store.open_local(video.raw))
+            yield copy.path
+        except BaseException:
+            last = True  # the driver ends the run on any failure
+            raise
+        finally:
+            with self._lock:
+                copy.users -= 1
+                copy.finished |= last
+            self._settle()
+
+    def _finish(self, video: IngestedVideo) -> None:
+        with self._lock:
+            copy = self._copies.get(video.raw.sha256)
+            if copy is not None:
+                copy.finished = True
+        self._settle()
+
+    def _settle(self) -> None:
+        """Close the copies nobody uses that are finished, or idle beyond ``workers``."""
+        with self._lock:
+            idle = [key for key, copy in self._copies.items() if not copy.users]
+            waiting = [key for key in idle if not self._copies[key].finished]
+            excess = set(waiting[: max(0, len(waiting) - self.settings.workers)])
+            closing = [
+                self._copies.pop(key) for key in idle if self._copies[key].finished or key in excess
+            ]
+        for copy in closing:
+            copy.closer.close()
 
     def ingest(self, item: SourceItem) -> IngestedVideo:
         return ingest(item, self.store, self.settings.ingest)
 
     def scenes(self, video: IngestedVideo) -> SceneResult:
-        with self.store.open_local(video.raw) as path:
+        with self._local(video) as path:
             return detect_scenes(path, video.info, self.settings.scenes)
 
     def persons(self, video: IngestedVideo, scene: Segment) -> PersonResult:
-        with self.store.open_local(video.raw) as path:
-            return detect_persons(path, scene, self.settings.persons, self.store)
+        with self._local(video) as path:
+            result = detect_persons(path, scene, self.settings.persons, self.store)
+        if not result.passed:
+            self._finish(video)  # the driver files it for review: no clip stage follows
+        return result
 
     def clip(self, video: IngestedVideo, segment: Segment) -> ObjectRef:
-        with self.store.open_local(video.raw) as path:
+        with self._local(video, last=True) as path:
             return encode_clip(
                 path, video.source_id, segment, self.store, self.settings.clips, video.info
             )
