@@ -12,6 +12,7 @@ process group comes from the environment those set. ``python -m services.trainer
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -32,7 +33,7 @@ from services.common.dataset import training_lists
 from services.common.errors import ConfigError
 from services.common.logs import RankFilter
 from services.common.store import ClipStore
-from services.trainer import videomae
+from services.trainer import label_maps, videomae
 from services.trainer.checkpoint import CheckpointManager, RankRandomStates, Stateful
 from services.trainer.data import (
     FrameFolders,
@@ -229,7 +230,7 @@ class _Job:
         names = self._class_names(train_entries or test_entries) if self.mode != "pretrain" else []
         model = build_model(self.mode, c, len(names))
         if c.model.init_checkpoint:
-            self._initialise(model)
+            self._initialise(model, names)
         if self.info.is_main:
             (self.output / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
             self.store.put_json(
@@ -272,26 +273,52 @@ class _Job:
         return FrameFolders(self.config.data.frame_template, self.config.data.frame_start)
 
     def _class_names(self, entries: list[VideoEntry]) -> list[str]:
-        if self.config.data.labels:
-            with _opened(self.config.data.labels, self.store) as path:
+        labels = self.config.data.labels
+        if labels in label_maps.CLASS_LISTS:
+            return list(label_maps.CLASS_LISTS[labels])
+        if labels:
+            with _opened(labels, self.store) as path:
                 return read_class_names(path)
         return [str(c) for c in range(max((e.label for e in entries), default=0) + 1)]
 
-    def _initialise(self, model: nn.Module) -> None:
+    def _initialise(self, model: nn.Module, names: list[str]) -> None:
         """Load ``model.init_checkpoint``; only a fresh head may stay unfilled.
 
         A classifier fine-tuned from pre-training or from another label set gets a new ``head``
-        and ``fc_norm``; anything else missing means the wrong checkpoint, which must not train
-        or evaluate quietly from random weights.
+        and ``fc_norm``, unless ``model.remap_head`` keeps the checkpoint's head rows of this
+        run's classes (``names``); anything else missing means the wrong checkpoint, which must
+        not train or evaluate quietly from random weights.
         """
-        source = self.config.model.init_checkpoint
+        m = self.config.model
+        source = m.init_checkpoint
         fresh = ("head.", "fc_norm.") if self.mode in ("finetune", "weak-label") else ()
         with _opened(source, self.store) as path:
-            report = videomae.load_checkpoint(model, str(path))
+            if not m.remap_head:
+                report = videomae.load_checkpoint(model, str(path))
+            else:
+                if self.mode == "pretrain":
+                    raise ValueError("model.remap_head needs a classifier, not pre-training")
+                fresh = ()
+                with torch.serialization.safe_globals([argparse.Namespace]):
+                    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+                rows = label_maps.head_label_map(self._head_classes(checkpoint, source), names)
+                report = videomae.load_checkpoint(model, checkpoint, head_rows=rows)
         missing = [k for k in report.missing_keys if not (fresh and k.startswith(fresh))]
         if missing:
             raise videomae.IncompatibleCheckpoint(f"{source} leaves {missing} unfilled")
         _logger.info("initialised from %s (dropped %s)", source, sorted(report.dropped))
+
+    def _head_classes(self, checkpoint: Any, source: str) -> list[str]:
+        """The class of each head row: ``model.head_classes``, else the checkpoint's own."""
+        if self.config.model.head_classes:
+            with _opened(self.config.model.head_classes, self.store) as path:
+                return label_maps.read_names(path)
+        if isinstance(checkpoint, dict) and checkpoint.get("classes"):
+            return list(checkpoint["classes"])
+        raise ConfigError(
+            f"{source} names no classes of its head: give model.head_classes (a file of its "
+            f"row names, one per line) for model.remap_head"
+        )
 
     def _restore_model(self, model: nn.Module) -> None:
         """Evaluate the run's own latest checkpoint: its model, nothing else."""

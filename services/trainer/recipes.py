@@ -53,6 +53,12 @@ class ModelConfig:
     """Decoder running-cell ratio; 0 reconstructs every encoder-masked token (VideoMAE V1)."""
     init_checkpoint: str = ""
     """Weights to start from (our checkpoint, an official file; a path or a store URI)."""
+    remap_head: bool = False
+    """Keep ``init_checkpoint``'s classifier head, its rows picked by class name for this
+    run's classes (the reference's K710 -> K400 label map), instead of a fresh head."""
+    head_classes: str = ""
+    """The class of each row of ``init_checkpoint``'s head, one per line, for a file that does
+    not carry them (official K710 files; our checkpoints save theirs as ``classes``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further builder keywords (embed_dim, depth, num_heads, ... for tiny models)."""
 
@@ -76,7 +82,8 @@ class DataConfig:
     root: str = ""
     """Folder that relative video paths of a list are resolved against."""
     labels: str = ""
-    """Class names: labels.json (name -> id), classInd.txt, or empty to number labels."""
+    """Class names: labels.json (name -> id), classInd.txt, a shipped list by name
+    (``label_maps.CLASS_LISTS``: ``kinetics400``), or empty to number labels."""
     sampling_rate: int = 4
     """Frame stride of a clip (2 for Something-Something V2)."""
     stride_by_path: dict[str, int] = field(default_factory=dict)
@@ -434,7 +441,8 @@ def vit_g_k710_finetune() -> TrainConfig:
     """ViT-g/14 on Kinetics-710 (the K400 recipe, gradient clip 5.0, 35 epochs): the paper's
     post-pre-training stage, whose 710-class head ``vit_g_k710_to_k400_finetune`` remaps.
 
-    K710 comes as VideoMAE lists; ``data.labels`` names its classes (``label_maps``).
+    K710 comes as VideoMAE lists; ``data.labels`` names its classes in the reference's order,
+    so the checkpoint carries the names the K400 stage remaps its head by.
     """
     base = vit_g_k400_finetune()
     return replace(
@@ -448,11 +456,15 @@ def vit_g_k710_finetune() -> TrainConfig:
 def vit_g_k710_to_k400_finetune() -> TrainConfig:
     """ViT-g/14 K400 from the K710 model: 3 epochs at lr 1e-5, the head remapped 710 -> 400.
 
-    Warmup is dropped: the K400 recipe's 5 warmup epochs would outlast the 3 epochs.
+    The K710 head's rows of the K400 classes (``label_maps``; torchvision's K400 names) start
+    the head, as the reference's label map does. Warmup is dropped: the K400 recipe's 5 warmup
+    epochs would outlast the 3 epochs.
     """
     base = vit_g_k400_finetune()
     return replace(
         base,
+        model=replace(base.model, remap_head=True),
+        data=replace(base.data, labels="kinetics400"),
         optim=replace(base.optim, epochs=3, base_lr=1e-5, warmup_epochs=0),
         checkpoint=replace(base.checkpoint, run="vit_g_k710_to_k400_finetune"),
     )

@@ -28,7 +28,7 @@ import inspect
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -669,14 +669,17 @@ def _resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int, int]) -> to
 
 
 def checkpoint_filter_fn(
-    state_dict: Mapping[str, torch.Tensor], model: nn.Module
+    state_dict: Mapping[str, torch.Tensor],
+    model: nn.Module,
+    head_rows: Sequence[int] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Turn an official or own state dict into one ``model`` can load.
 
     Strips ``_orig_mod.``, ``module.`` and ``backbone.`` prefixes; for a classifier also
     ``encoder.``, dropping the pre-training decoder and, with ``fc_norm``, the encoder ``norm``;
-    drops a head of another shape and any fixed position table; interpolates a learned
-    ``pos_embed`` to the model's token grid.
+    keeps only the ``head_rows`` of a head when given (a label map: K710 -> K400, see
+    ``label_maps``), else drops a head of another shape; drops any fixed position table;
+    interpolates a learned ``pos_embed`` to the model's token grid.
 
     Returns:
         The filtered state dict and ``{dropped key: reason}``.
@@ -698,6 +701,8 @@ def checkpoint_filter_fn(
         if name.endswith("pos_embed") and name not in target:
             dropped[key] = "fixed sinusoid table: regenerated for this model's token grid"
             continue
+        if head_rows is not None and name in ("head.weight", "head.bias"):
+            value = value[list(head_rows)]
         if name.startswith("head.") and name in target and target[name].shape != value.shape:
             dropped[key] = (
                 f"head of shape {tuple(value.shape)}, model has {tuple(target[name].shape)}"
@@ -719,6 +724,7 @@ def load_checkpoint(
     path_or_state_dict: str | Path | Mapping[str, Any],
     strict: bool = False,
     weights_only: bool = True,
+    head_rows: Sequence[int] | None = None,
 ) -> LoadReport:
     """Load official VideoMAE V2 weights or a checkpoint written by our trainer.
 
@@ -730,6 +736,8 @@ def load_checkpoint(
             checkpoint key used.
         weights_only: unpickle tensors and plain containers only (``argparse.Namespace`` allowed,
             the reference stores its ``args`` as one); False trusts the file completely.
+        head_rows: the rows of the checkpoint's head to keep, one per class of ``model``
+            (``label_maps.head_label_map``); None keeps a head of the right shape only.
 
     Returns:
         A ``LoadReport``.
@@ -739,7 +747,7 @@ def load_checkpoint(
             obj = torch.load(path_or_state_dict, map_location="cpu", weights_only=weights_only)
     else:
         obj = path_or_state_dict
-    state_dict, dropped = checkpoint_filter_fn(_unwrap_checkpoint(obj), model)
+    state_dict, dropped = checkpoint_filter_fn(_unwrap_checkpoint(obj), model, head_rows)
     expected = model.state_dict().keys()
     missing = tuple(k for k in expected if k not in state_dict)
     unexpected = tuple(k for k in state_dict if k not in expected)
