@@ -48,7 +48,7 @@ def test_a_clip_is_filed_only_under_the_video_it_is_cut_from(
     stub = clips_pb2_grpc.ClipEncodingStub(channels["clips"])
     victim = file_sha256(bikes)
     _raw(engine_store, bikes)
-    segment = to_message(Segment(0, 90, 30000 / 1001), common_pb2.Segment)
+    segment = to_message(Segment(0, 120, 30000 / 1001), common_pb2.Segment)
     planted = clips_pb2.EncodeClipRequest(
         video=_raw(engine_store, carphone), source_id=victim, segment=segment
     )
@@ -66,7 +66,7 @@ def test_a_clip_is_filed_only_under_the_video_it_is_cut_from(
     for video in (clip, other_sum):
         request = clips_pb2.EncodeClipRequest(video=video, source_id=video.sha256, segment=segment)
         assert isinstance(_refused(stub.EncodeClip, request), InvalidRequest)
-    assert clip.key == ClipStore.clip_key(own.source_id, 0, 90)
+    assert clip.key == ClipStore.clip_key(own.source_id, 0, 120)
     # A malformed id is still a bad key.
     escape = clips_pb2.EncodeClipRequest(video=own.video, source_id="../x", segment=segment)
     assert isinstance(_refused(stub.EncodeClip, escape), InvalidKey)

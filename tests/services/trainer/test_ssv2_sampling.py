@@ -40,5 +40,5 @@ def test_ssv2_recipes_sample_segments_in_training() -> None:
     dataset = VideoDataset(
         [VideoEntry("unused.mp4", 0)], lambda frames: torch.zeros(1), 16, 2, tsn=True
     )
-    indices = dataset.frame_indices(48, random.Random(0))
+    indices = dataset.frame_indices("unused.mp4", 48, random.Random(0))
     assert [i // 3 for i in indices] == list(range(16)), "segments, not a stride-2 window"
