@@ -266,6 +266,44 @@ def _show_purges(console: Console, reports: list[PurgeReport]) -> None:
 
 
 @store.command()
+@click.argument("clip")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The preview to write: .mp4 (H.264) or .gif.",
+)
+@click.option("--seconds", type=float, default=None, help="Longest preview [default: 4].")
+@click.option("--fps", type=float, default=None, help="Preview frame rate [default: 8].")
+def preview(clip: str, out: Path, seconds: float | None, fps: float | None) -> None:
+    """Write the start of CLIP (a key or URI) with every face blurred, to show people."""
+    from pydantic import ValidationError
+
+    from services.common.store import ClipStore
+    from services.curation.previews import PREVIEW_FORMATS, PreviewSettings, write_preview
+
+    if out.suffix.lower() not in PREVIEW_FORMATS:
+        raise click.BadParameter(f"must end in {' or '.join(PREVIEW_FORMATS)}", param_hint="--out")
+    console = _setup()
+    given = {
+        name: value for name, value in {"seconds": seconds, "fps": fps}.items() if value is not None
+    }
+    try:
+        settings = PreviewSettings(**given)
+    except ValidationError as error:
+        raise click.BadParameter(str(error)) from error
+    clip_store = ClipStore.from_settings(StoreSettings())
+    try:
+        key = clip_store.key_from_uri(clip) if "://" in clip else clip
+        with clip_store.open_local(key) as local:
+            frames = write_preview(local, out, settings)
+    except H2AError as error:
+        raise click.ClickException(str(error)) from error
+    # Not wrapped: the path stays one piece to copy.
+    console.print(f"wrote {out} ({frames} frames, faces blurred)", soft_wrap=True)
+
+
+@store.command()
 @click.option("--source", "source_id", default=None, help="Show the clips of this source id.")
 @click.option("--clip", "clip_key", default=None, help="Show this clip (key or URI).")
 def show(source_id: str | None, clip_key: str | None) -> None:
