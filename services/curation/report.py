@@ -1,12 +1,19 @@
 """The dataset report a researcher reads: Markdown with PNG plots, as in the paper's appendix C.
 
-Plots: clips per hashtag (bars), hashtags per count range 200-400 / 400-600 / 600-800 / 800+
-(pie; small datasets add a "<200" slice so the pie is never empty), the duration of the source
-videos in Table C1's bins 3.5-5 s / 5-10 s / 10+ s, and rejection reasons.
+Plots: clips per hashtag (sorted bars; past ``LISTED_HASHTAGS`` hashtags, as at the paper's 386,
+a histogram with the top and bottom 20 as tables and every count in an appendix), hashtags per
+count range 200-400 / 400-600 / 600-800 / 800+ (pie; small datasets add a "<200" slice so the
+pie is never empty), the duration of the source videos in Table C1's bins 3.5-5 s / 5-10 s /
+10+ s, and rejection reasons. Then a contact sheet per hashtag under ``previews/``: frames of a
+few of its clips with every face blurred (``services.curation.previews``), kept in the store
+and named by what they show, so a publish makes only the sheets whose clips changed.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
+import statistics
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,14 +24,32 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from services.common.dataset import Dataset, Snapshot
+from services.common.errors import ConfigError, H2AError
 from services.common.records import ClipRecord, FailedAttempt, ObjectRef, Rejection
 from services.common.scratch import scratch_dir
 from services.common.store import ClipStore
+from services.curation.previews import PreviewSettings, contact_sheet, sheet_clips, sheet_name
 
-__all__ = ["COUNT_RANGES", "DURATION_BINS", "REPORT_NAME", "build_report", "write_report"]
+__all__ = [
+    "COUNT_RANGES",
+    "DURATION_BINS",
+    "LISTED_HASHTAGS",
+    "PREVIEWS_FOLDER",
+    "REPORT_NAME",
+    "build_report",
+    "write_report",
+]
+
+_logger = logging.getLogger(__name__)
 
 REPORT_NAME = "report.md"
 """The report's name among the dataset's views; its plots sit beside it under ``plots/``."""
+PREVIEWS_FOLDER = "previews"
+"""Beside the report: the face-blurred contact sheets (JPEG), one per hashtag."""
+LISTED_HASHTAGS = 40
+"""Up to this many hashtags, each has a bar and a table line; more get a histogram and the top
+and bottom ``_EXTREMES`` in tables (a bar per hashtag stops being readable)."""
+_EXTREMES = 20
 
 # (label, low inclusive, high exclusive)
 COUNT_RANGES = (
@@ -52,21 +77,122 @@ def _save(figure: Figure, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def _bars(counts: dict[str, int], title: str, xlabel: str, path: Path) -> None:
-    figure = Figure(figsize=(max(4.0, 0.5 * len(counts) + 2), 3.5))
+def _bars(counts: dict[str, int], title: str, label: str, path: Path) -> None:
+    """Horizontal bars in the order of ``counts``, top to bottom: labels stay level and whole."""
+    figure = Figure(figsize=(6.5, 1.3 + 0.3 * len(counts)))
     axis = figure.subplots()
-    axis.bar(list(counts), list(counts.values()), color="#4c72b0")
+    bars = axis.barh(list(counts), list(counts.values()), color="#4c72b0")
+    axis.bar_label(bars, padding=3)
+    axis.invert_yaxis()
     axis.set_title(title)
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel("count")
+    axis.set_ylabel(label)
+    axis.set_xlabel("count")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.margins(x=0.12)
+    _save(figure, path)
+
+
+def _histogram(per_hashtag: dict[str, int], path: Path) -> None:
+    """Hashtags by clip count, with the count-range bounds marked."""
+    counts = list(per_hashtag.values())
+    figure = Figure(figsize=(7.0, 4.0))
+    axis = figure.subplots()
+    axis.hist(counts, bins=min(40, len(set(counts))), color="#4c72b0")
+    for _, low, _ in COUNT_RANGES[1:]:
+        axis.axvline(low, color="#999999", linestyle=":", linewidth=1)
+    median = statistics.median(counts)
+    axis.axvline(median, color="#c44e52", linewidth=1.5, label=f"median {median:g}")
+    axis.legend()
+    axis.set_title(f"clips per hashtag ({len(counts)} hashtags)")
+    axis.set_xlabel("clips of a hashtag")
+    axis.set_ylabel("hashtags")
     axis.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.tick_params(axis="x", labelrotation=45 if len(counts) > 6 else 0)
     _save(figure, path)
 
 
 def _table(header: tuple[str, str], rows: dict[str, int]) -> list[str]:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---:|"]
     lines += [f"| {key} | {value} |" for key, value in rows.items()]
+    return lines
+
+
+def _clips_per_hashtag(per_hashtag: dict[str, int], folder: Path) -> list[str]:
+    """The section's plot, and its tables as Markdown lines."""
+    plot = folder / "plots" / "clips_per_hashtag.png"
+    ranked = dict(sorted(per_hashtag.items(), key=lambda item: (-item[1], item[0])))
+    if len(ranked) <= LISTED_HASHTAGS:
+        _bars(ranked or {"(none)": 0}, "clips per hashtag", "hashtag", plot)
+        return _table(("hashtag", "clips"), ranked)
+    _histogram(per_hashtag, plot)
+    counts = list(ranked.values())
+    top = dict(list(ranked.items())[:_EXTREMES])
+    bottom = dict(sorted(ranked.items(), key=lambda item: (item[1], item[0]))[:_EXTREMES])
+    return [
+        f"{len(counts)} hashtags with {min(counts)} to {max(counts)} clips each: median "
+        f"{statistics.median(counts):g}, mean {statistics.mean(counts):.1f}. Every count is in "
+        "[All hashtags](#all-hashtags).",
+        "",
+        f"The {_EXTREMES} with most clips:",
+        "",
+        *_table(("hashtag", "clips"), top),
+        "",
+        f"The {_EXTREMES} with fewest clips:",
+        "",
+        *_table(("hashtag", "clips"), bottom),
+    ]
+
+
+def _sheets(
+    dataset: str,
+    clips: list[ClipRecord],
+    folder: Path,
+    store: ClipStore | None,
+    settings: PreviewSettings,
+) -> list[str]:
+    """The previews section: each hashtag's contact sheet (reused from the store when it already
+    holds one of the same name, else made into ``folder/previews``) as Markdown lines."""
+    if store is None:
+        return ["No previews: the report was built without the clip store."]
+    chosen = sheet_clips(clips, settings.clips_per_sheet)
+    if not chosen:
+        return ["No clips to preview."]
+    per_hashtag = Counter(record.hashtag for record in clips)
+    target = Dataset(store, dataset)
+    lines = [
+        f"Every face is blurred. Each sheet shows {settings.frames_per_clip} frames of the "
+        f"first {settings.clips_per_sheet} clips of a hashtag, one row per clip (its key is "
+        "listed under the sheet: `h2a store preview KEY` makes a short face-blurred clip).",
+    ]
+    for hashtag, shown in chosen.items():
+        name = sheet_name(hashtag, shown, settings)
+        local = folder / PREVIEWS_FOLDER / name
+        clip_count = f"{per_hashtag[hashtag]} clip{'s' if per_hashtag[hashtag] != 1 else ''}"
+        lines += ["", f"### #{hashtag} ({clip_count})", ""]
+        stored = target.view_key(f"{PREVIEWS_FOLDER}/{name}")
+        try:
+            if store.exists(stored):
+                store.download(stored, local)
+            else:
+                contact_sheet(store, shown, local, settings)
+        except ConfigError as error:
+            # A missing face detector fails every sheet alike: say it once.
+            _logger.warning("no previews", extra={"dataset": dataset, "error": str(error)})
+            return [f"No previews: {error}"]
+        except H2AError as error:
+            # One unreadable or vanished clip must not cost the report; the next publish tries
+            # the sheet again (nothing is stored under its name).
+            _logger.warning(
+                "contact sheet not made",
+                extra={"dataset": dataset, "hashtag": hashtag, "error": str(error)},
+            )
+            lines.append(f"No sheet: {error}")
+            continue
+        alt = f"#{hashtag}".replace("]", "")
+        lines += [
+            f"![{alt}]({PREVIEWS_FOLDER}/{name})",
+            "",
+            "Rows: " + ", ".join(f"`{record.clip.key}`" for record in shown),
+        ]
     return lines
 
 
@@ -77,10 +203,23 @@ def build_report(
     rejections: list[Rejection],
     folder: Path,
     pending: Sequence[FailedAttempt] = (),
+    store: ClipStore | None = None,
+    previews: PreviewSettings | None = None,
 ) -> Path:
-    """Write ``report.md`` and ``plots/*.png`` into ``folder``; return the report's path.
+    """Write ``report.md``, ``plots/*.png`` and ``previews/*.jpg`` into ``folder``.
 
-    ``pending`` are sources without an outcome yet whose last attempt failed (retried later).
+    Args:
+        dataset: the dataset's name.
+        clips: its clips, in commit order (contact sheets show each hashtag's first ones).
+        review: sources in the person review list.
+        rejections: the other rejected sources.
+        folder: where to write.
+        pending: sources without an outcome yet whose last attempt failed (retried later).
+        store: the clip store holding the clips; without it the report has no contact sheets.
+        previews: how sheets are made (default: ``PreviewSettings()``, env ``H2A_PREVIEWS_*``).
+
+    Returns:
+        The report's path.
     """
     folder = Path(folder)
     per_hashtag = dict(sorted(Counter(c.hashtag for c in clips).items()))
@@ -92,12 +231,7 @@ def build_report(
     durations = {label: durations[label] for label, _, _ in DURATION_BINS}
     reasons = dict(Counter(r.reason for r in [*review, *rejections]).most_common())
 
-    _bars(
-        per_hashtag or {"(none)": 0},
-        "clips per hashtag",
-        "hashtag",
-        folder / "plots" / "clips_per_hashtag.png",
-    )
+    clips_per_hashtag = _clips_per_hashtag(per_hashtag, folder)
     figure = Figure(figsize=(4.5, 4.5))
     axis = figure.subplots()
     if ranges:
@@ -116,6 +250,7 @@ def build_report(
         "reason",
         folder / "plots" / "rejections.png",
     )
+    sheets = _sheets(dataset, clips, folder, store, previews or PreviewSettings())
 
     seconds = sum(c.duration_s for c in clips)
     lines = [
@@ -134,7 +269,7 @@ def build_report(
         "",
         "![clips per hashtag](plots/clips_per_hashtag.png)",
         "",
-        *_table(("hashtag", "clips"), per_hashtag),
+        *clips_per_hashtag,
         "",
         "## Hashtags per clip-count range",
         "",
@@ -154,26 +289,42 @@ def build_report(
         "",
         *_table(("reason", "videos"), reasons),
         "",
+        "## Previews",
+        "",
+        *sheets,
+        "",
     ]
+    if len(per_hashtag) > LISTED_HASHTAGS:
+        lines += ["## All hashtags", "", *_table(("hashtag", "clips"), per_hashtag), ""]
     report = folder / REPORT_NAME
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
 
 
-def write_report(store: ClipStore, snapshot: Snapshot, out: Path | None = None) -> ObjectRef:
+def write_report(
+    store: ClipStore,
+    snapshot: Snapshot,
+    out: Path | None = None,
+    previews: PreviewSettings | None = None,
+) -> ObjectRef:
     """Build the report of a dataset snapshot and store it among the dataset's views.
+
+    Contact sheets no longer in the report (their hashtag's first clips changed, or left the
+    dataset with a purge) are deleted from the store: a preview must not outlive its clips.
 
     Args:
         store: the clip store holding the dataset.
         snapshot: the state to report (``Dataset.snapshot()``).
-        out: also keep the report and plots in this local folder.
+        out: also keep the report, plots and sheets in this local folder.
+        previews: how sheets are made (default: ``PreviewSettings()``).
 
     Returns:
         The stored report.
     """
     dataset = Dataset(store, snapshot.dataset)
-    with scratch_dir("report") as temp:
-        folder = Path(out) if out is not None else Path(temp)
+    with scratch_dir("report") as folder:
+        # Built in an empty folder, not in ``out``: a sheet left there by an earlier report
+        # would be stored again.
         report = build_report(
             snapshot.dataset,
             list(snapshot.clips),
@@ -181,7 +332,19 @@ def write_report(store: ClipStore, snapshot: Snapshot, out: Path | None = None) 
             list(snapshot.rejections),
             folder,
             list(snapshot.pending),
+            store,
+            previews,
         )
         for plot in sorted((folder / "plots").glob("*.png")):
             store.put_file(dataset.view_key(f"plots/{plot.name}"), plot)
-        return store.put_file(dataset.view_key(REPORT_NAME), report)
+        sheets = {
+            store.put_file(dataset.view_key(f"{PREVIEWS_FOLDER}/{sheet.name}"), sheet).key
+            for sheet in sorted((folder / PREVIEWS_FOLDER).glob("*.jpg"))
+        }
+        stored = store.put_file(dataset.view_key(REPORT_NAME), report)
+        for key in store.list(f"{dataset.view_key(PREVIEWS_FOLDER)}/"):
+            if key not in sheets:
+                store.delete(key)
+        if out is not None:
+            shutil.copytree(folder, out, dirs_exist_ok=True)
+        return stored
