@@ -1,9 +1,11 @@
-"""``h2a pipeline {compile,submit,upload,run-local}`` and ``h2a demo``.
+"""``h2a pipeline {compile,submit,upload,run-local}``, ``h2a demo`` and ``h2a study``.
 
 ``compile`` writes the IR YAML; ``submit`` creates a run on a Kubeflow Pipelines API (what CI
 uses); ``upload`` registers the compiled pipeline, or a new version of it (the Helm hook Job);
 ``run-local`` runs the same pipeline with kfp's ``SubprocessRunner`` on an embedded store, and
-``demo`` is ``run-local`` on the bundled sample videos with a tiny model.
+``demo`` is ``run-local`` on the bundled sample videos with a tiny model. ``h2a study scaling
+{compile,run-local}`` does the same for the data-scaling study (``pipelines.scaling_study``);
+a compiled study is submitted with ``h2a pipeline submit --package``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +26,17 @@ from typing import Any, TextIO
 
 import click
 
-__all__ = ["DEMO_ARGUMENTS", "LocalRun", "demo", "pipeline", "run_local"]
+__all__ = [
+    "DEMO_ARGUMENTS",
+    "STUDY_LOCAL_ARGUMENTS",
+    "LocalRun",
+    "StudyRun",
+    "demo",
+    "pipeline",
+    "run_local",
+    "run_study_local",
+    "study",
+]
 
 # A run that shows every step on 2 CPU cores in minutes: the tiny ViT, one curated clip per
 # batch (the samples give few clips), the moving-squares benchmark.
@@ -37,6 +50,19 @@ DEMO_ARGUMENTS: dict[str, Any] = {
     "finetune_overrides": ["runtime.progress=false"],
     "benchmarks": ["synthetic"],
     "synthetic_per_class": 32,
+}
+
+
+# The study on this machine: the tiny ViT, one clip per pre-training batch (subsets are small),
+# the moving-squares benchmark; a few minutes on 2 CPU cores for a handful of subsets.
+STUDY_LOCAL_ARGUMENTS: dict[str, Any] = {
+    "model_size": "tiny",
+    "benchmark": "synthetic",
+    "epochs": 2,
+    "finetune_epochs": 10,
+    "synthetic_per_class": 8,
+    "pretrain_overrides": ["data.batch_size=1", "runtime.progress=false"],
+    "finetune_overrides": ["runtime.progress=false"],
 }
 
 
@@ -127,6 +153,33 @@ class LocalRun:
     """Every executor's output (None when it went to the terminal)."""
 
 
+def _run_locally(
+    pipeline_fn: Any, arguments: dict[str, Any], pipeline_root: Path, verbose: bool, log_name: str
+) -> tuple[Any, Path, float, Path | None]:
+    """Run a pipeline with kfp's ``SubprocessRunner``; its task, run folder, time and log."""
+    from kfp import local
+
+    pipeline_root = Path(pipeline_root).resolve()
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    before = set(pipeline_root.iterdir())
+    started = time.monotonic()
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    log = None if verbose else pipeline_root / "logs" / f"{log_name}-{stamp}.log"
+    with contextlib.nullcontext() if log is None else _quiet_kfp(log), warnings.catch_warnings():
+        # Locally this Python is our image: kfp's notices about custom base images and the
+        # evaluate step's accelerator (honoured in the cluster only) say nothing to act on.
+        warnings.filterwarnings("ignore", "You may be attemping to run a task", RuntimeWarning)
+        warnings.filterwarnings("ignore", r"Task '.*': settings \['accelerator'\]", UserWarning)
+        task = pipeline_fn(**arguments)
+    (folder,) = {path for path in set(pipeline_root.iterdir()) - before if path.name != "logs"}
+    return task, folder, time.monotonic() - started, log
+
+
 def run_local(arguments: dict[str, Any], pipeline_root: Path, verbose: bool = False) -> LocalRun:
     """Run the pipeline with kfp's ``SubprocessRunner`` in this machine's Python.
 
@@ -140,39 +193,22 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path, verbose: bool = Fa
     Returns:
         The run folder and the report and summary artifacts.
     """
-    from kfp import local
-
     from pipelines.curate_and_train import curate_and_train
     from services.common.config import StoreSettings
     from services.common.store import ClipStore
     from services.curation.report import REPORT_NAME
 
     arguments = {"launcher": "local", "store": _embedded_store(), **arguments}
-    pipeline_root = Path(pipeline_root).resolve()
-    pipeline_root.mkdir(parents=True, exist_ok=True)
-    before = set(pipeline_root.iterdir())
-    started = time.monotonic()
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(pipeline_root),
-        raise_on_error=True,
+    task, folder, elapsed, log = _run_locally(
+        curate_and_train, arguments, pipeline_root, verbose, "run-local"
     )
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    log = None if verbose else pipeline_root / "logs" / f"run-local-{stamp}.log"
-    with contextlib.nullcontext() if log is None else _quiet_kfp(log), warnings.catch_warnings():
-        # Locally this Python is our image: kfp's notices about custom base images and the
-        # evaluate step's accelerator (honoured in the cluster only) say nothing to act on.
-        warnings.filterwarnings("ignore", "You may be attemping to run a task", RuntimeWarning)
-        warnings.filterwarnings("ignore", r"Task '.*': settings \['accelerator'\]", UserWarning)
-        task = curate_and_train(**arguments)
-    (folder,) = {path for path in set(pipeline_root.iterdir()) - before if path.name != "logs"}
     return LocalRun(
         folder=folder,
         report=Path(task.outputs["report"].path),
         store_report=StoreSettings.from_description(arguments["store"]).root
         / ClipStore.manifest_key(arguments.get("dataset", "default"), REPORT_NAME),
         summary=Path(task.outputs["summary"].path),
-        elapsed_s=time.monotonic() - started,
+        elapsed_s=elapsed,
         log=log,
     )
 
@@ -204,6 +240,34 @@ _PARAM = click.option(
     metavar="KEY=VALUE",
     help="A pipeline parameter (repeatable); JSON values for lists and dicts.",
 )
+
+
+def _local_run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of a local run: the embedded store, kfp's root, verbosity, parameters."""
+    for option in reversed(
+        (
+            click.option(
+                "--store",
+                "store_root",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=None,
+                help="Embedded store folder (default: .h2a/store).",
+            ),
+            click.option(
+                "--pipeline-root",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=Path(".h2a/pipeline"),
+                show_default=True,
+                help="Where kfp keeps each run's artifacts.",
+            ),
+            click.option(
+                "--verbose", is_flag=True, help="Print every step's output (default: a log file)."
+            ),
+            _PARAM,
+        )
+    ):
+        command = option(command)
+    return command
 
 
 @pipeline.command("submit")
@@ -285,13 +349,7 @@ def upload(host: str, name: str, package: Path | None) -> None:
 
 @pipeline.command("run-local")
 @click.option("--source", required=True, help="Videos: file, folder, URL or manifest.")
-@click.option("--store", "store_root", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Embedded store folder (default: .h2a/store).")  # fmt: skip
-@click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path),
-              default=Path(".h2a/pipeline"), show_default=True,
-              help="Where kfp keeps each run's artifacts.")  # fmt: skip
-@click.option("--verbose", is_flag=True, help="Print every step's output (default: a log file).")
-@_PARAM
+@_local_run_options
 def run_local_command(
     source: str,
     store_root: Path | None,
@@ -341,3 +399,117 @@ def demo(store_root: Path | None, pipeline_root: Path, verbose: bool) -> None:
     if store_root is not None:
         arguments["store"] = _embedded_store(store_root)
     _print_run(run_local(arguments, pipeline_root, verbose))
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """Where a local study left its outputs."""
+
+    folder: Path
+    report: Path
+    """The report artifact: the table, the verdict and the plot inlined."""
+    plot: Path
+    """The plot artifact (PNG)."""
+    store_report: str
+    """The report's URI in the store, beside results.json and plot.png."""
+    elapsed_s: float
+    log: Path | None
+
+
+def run_study_local(
+    arguments: dict[str, Any], pipeline_root: Path, verbose: bool = False
+) -> StudyRun:
+    """Run the data-scaling study with kfp's ``SubprocessRunner`` (see ``run_local``).
+
+    Args:
+        arguments: study parameters (``dataset`` and ``sizes`` at least); ``launcher``
+            defaults to ``local``, ``store`` to the embedded default folder and the rest to
+            ``STUDY_LOCAL_ARGUMENTS``.
+        pipeline_root: where kfp writes each run's artifacts.
+        verbose: print every executor's output.
+    """
+    from pipelines.scaling_study import scaling_study
+
+    arguments = {
+        "launcher": "local",
+        "store": _embedded_store(),
+        **STUDY_LOCAL_ARGUMENTS,
+        **arguments,
+    }
+    task, folder, elapsed, log = _run_locally(
+        scaling_study, arguments, pipeline_root, verbose, "study-scaling"
+    )
+    report = task.outputs["report"]
+    return StudyRun(
+        folder=folder,
+        report=Path(report.path),
+        plot=Path(task.outputs["plot"].path),
+        store_report=report.metadata["uri"],
+        elapsed_s=elapsed,
+        log=log,
+    )
+
+
+@click.group("study")
+def study() -> None:
+    """Studies made of the pipeline's steps."""
+
+
+@study.group("scaling")
+def scaling() -> None:
+    """The data-scaling study (the VideoMAE V2 paper's Fig. 4): pre-train on random subsets
+    of a dataset, fine-tune each on a benchmark, plot top-1/top-5 against subset size."""
+
+
+@scaling.command("compile")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("hashtag2action-scaling-study.yaml"),
+    show_default=True,
+    help="Where to write the IR YAML (submit it with `h2a pipeline submit --package`).",
+)
+@click.option("--parallelism", default=2, show_default=True, help="Subsets trained at once.")
+def compile_study_command(output: Path, parallelism: int) -> None:
+    """Write the study's IR YAML."""
+    from pipelines.scaling_study import compile_study
+
+    click.echo(compile_study(output, parallelism))
+
+
+def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        return [int(size) for size in value.split(",") if size.strip()]
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not comma-separated integers") from error
+
+
+@scaling.command("run-local")
+@click.option("--dataset", required=True, help="A published dataset of the store.")
+@click.option("--sizes", required=True, callback=_sizes, help="Subset sizes, e.g. 2,4,6.")
+@click.option("--repeats", default=2, show_default=True, help="Subsets drawn per size.")
+@_local_run_options
+def study_run_local_command(
+    dataset: str,
+    sizes: list[int],
+    repeats: int,
+    store_root: Path | None,
+    pipeline_root: Path,
+    verbose: bool,
+    params: tuple[str, ...],
+) -> None:
+    """Run the study on this machine: the tiny ViT and the synthetic benchmark by default."""
+    arguments = {"dataset": dataset, "sizes": sizes, "repeats": repeats, **_parse_params(params)}
+    if store_root is not None:
+        arguments["store"] = _embedded_store(store_root)
+    run = run_study_local(arguments, pipeline_root, verbose)
+    click.echo(f"study finished in {run.elapsed_s:.0f} s")
+    click.echo(f"  artifacts: {run.folder}")
+    click.echo(f"  report: {run.report} ({run.store_report} in the store)")
+    click.echo(f"  plot: {run.plot}")
+    if run.log is not None:
+        click.echo(f"  every step's output: {run.log}")
+    click.echo("")
+    # The table and the verdict; the plot is the PNG above.
+    text = run.report.read_text().splitlines()
+    click.echo("\n".join(line for line in text if not line.startswith("![")))

@@ -1,4 +1,4 @@
-"""The KFP components of the curate-and-train pipeline.
+"""The KFP components of the curate-and-train pipeline and of the data-scaling study.
 
 Every component is a lightweight ``@dsl.component`` on the services image whose body imports
 ``pipelines.steps`` and calls one step, then fills its artifacts: kfp's ``SubprocessRunner``
@@ -8,7 +8,16 @@ description (``StoreSettings.to_description()``, no credentials: those are the s
 """
 
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import (
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 from pipelines.deployment import SERVICES_IMAGE
 
@@ -17,8 +26,13 @@ __all__ = [
     "dataset_report",
     "evaluate",
     "finetune",
+    "no_pretraining",
     "plan_shards",
+    "plan_study_baselines",
+    "plan_study_subsets",
     "pretrain",
+    "study_report",
+    "subset_manifest",
     "summarize",
 ]
 
@@ -124,8 +138,11 @@ def pretrain(
     job_kind: str,
     store: dict,
     checkpoint: Output[Model],
+    curves: Output[Markdown],
+    history: Output[Metrics],
 ) -> None:
-    """Dual-masking pre-training on the curated clips; the checkpoint's URI is in metadata."""
+    """Dual-masking pre-training on the curated clips; the checkpoint's URI is in metadata,
+    the loss and lr per step in ``curves`` (a plot) and ``history``."""
     from pipelines.steps import (
         PRETRAIN_RECIPES,
         Cluster,
@@ -133,15 +150,17 @@ def pretrain(
         keep_checkpoint,
         model_overrides,
         open_store,
+        record_training,
         store_env,
         train,
     )
 
     clip_store = open_store(store)
+    run = job_name("pretrain", run_id)
     uri = train(
         "pretrain",
         PRETRAIN_RECIPES[model_size],
-        job_name("pretrain", run_id),
+        run,
         manifest.metadata["folder"],
         [*model_overrides(model_size), f"optim.epochs={epochs}", *overrides],
         launcher,
@@ -153,6 +172,7 @@ def pretrain(
     )
     keep_checkpoint(uri, clip_store, checkpoint)
     checkpoint.metadata.update(model_size=model_size, epochs=epochs)
+    record_training(clip_store, run, curves, history)
 
 
 @dsl.component(base_image=SERVICES_IMAGE)
@@ -175,8 +195,12 @@ def finetune(
     job_kind: str,
     store: dict,
     checkpoint: Output[Model],
+    curves: Output[Markdown],
+    history: Output[Metrics],
 ) -> None:
-    """Fine-tune the pre-trained encoder on one benchmark; the checkpoint's URI is in metadata."""
+    """Fine-tune the pre-trained encoder on one benchmark (from random weights when the
+    ``pretrained`` model's uri is empty); the checkpoint's URI is in metadata, the loss, lr and
+    validation top-1 in ``curves`` (a plot) and ``history``."""
     from pipelines.steps import (
         Cluster,
         benchmark_lists,
@@ -185,16 +209,18 @@ def finetune(
         keep_checkpoint,
         model_overrides,
         open_store,
+        record_training,
         store_env,
         train,
     )
 
     clip_store = open_store(store)
     lists = benchmark_lists(benchmark, benchmark_root, clip_store, synthetic_per_class)
+    run = job_name("finetune", benchmark, run_id)
     uri = train(
         "finetune",
         finetune_recipe(model_size, benchmark),
-        job_name("finetune", benchmark, run_id),
+        run,
         lists["train"],
         [
             *model_overrides(model_size),
@@ -213,6 +239,7 @@ def finetune(
     )
     keep_checkpoint(uri, clip_store, checkpoint)
     checkpoint.metadata.update(benchmark=benchmark, model_size=model_size, epochs=epochs)
+    record_training(clip_store, run, curves, history)
 
 
 @dsl.component(base_image=SERVICES_IMAGE)
@@ -228,7 +255,8 @@ def evaluate(
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
 ) -> str:
-    """Multi-view test of the fine-tuned model; returns its results as JSON for the summary."""
+    """Multi-view test of the fine-tuned model; returns its results (and ``run``: the
+    ``run_id``) as JSON for the summary."""
     import json
 
     from pipelines.steps import (
@@ -255,7 +283,8 @@ def evaluate(
     metrics.log_metric("top5", float(result["top5"]))
     metrics.log_metric("videos", int(result["videos"]))
     confusion.log_confusion_matrix(result["classes"], result["confusion_matrix"])
-    return json.dumps({k: result[k] for k in ("benchmark", "top1", "top5", "videos")})
+    keys = ("benchmark", "top1", "top5", "videos")
+    return json.dumps({**{k: result[k] for k in keys}, "run": run_id})
 
 
 @dsl.component(base_image=SERVICES_IMAGE)
@@ -267,3 +296,91 @@ def summarize(results: list, model_size: str, summary: Output[Markdown]) -> None
 
     with open(summary.path, "w") as handle:
         handle.write(summary_markdown([json.loads(r) for r in results], model_size))
+
+
+# --- the data-scaling study --------------------------------------------------------------
+
+
+@dsl.component(base_image=SERVICES_IMAGE)
+def plan_study_subsets(
+    dataset: str,
+    sizes: list,
+    repeats: int,
+    seed: int,
+    run_id: str,
+    pretrain_overrides: list,
+    finetune_overrides: list,
+    store: dict,
+) -> list:
+    """Draw ``repeats`` random subsets of each size from the published dataset into the store;
+    returns one dict per subset (``pipelines.steps.plan_subsets``)."""
+    from pipelines.steps import open_store, plan_subsets
+
+    return plan_subsets(
+        open_store(store),
+        dataset,
+        sizes,
+        repeats,
+        seed,
+        run_id,
+        pretrain_overrides,
+        finetune_overrides,
+    )
+
+
+@dsl.component(base_image=SERVICES_IMAGE)
+def plan_study_baselines(repeats: int, seed: int, run_id: str, finetune_overrides: list) -> list:
+    """The from-scratch runs, one per repeat (``pipelines.steps.plan_baselines``)."""
+    from pipelines.steps import plan_baselines
+
+    return plan_baselines(repeats, seed, run_id, finetune_overrides)
+
+
+@dsl.component(base_image=SERVICES_IMAGE)
+def subset_manifest(subset: dict, manifest: Output[Dataset]) -> None:
+    """A subset's list folder as the manifest ``pretrain`` reads (``folder`` metadata)."""
+    manifest.metadata.update(
+        folder=subset["folder"], size=int(subset["size"]), repeat=int(subset["repeat"])
+    )
+    with open(manifest.path, "w") as handle:
+        handle.write(subset["folder"] + "\n")
+
+
+@dsl.component(base_image=SERVICES_IMAGE)
+def no_pretraining(model: Output[Model]) -> None:
+    """No checkpoint (an empty ``uri``): ``finetune`` from it starts from random weights, the
+    from-scratch baseline."""
+    model.metadata["uri"] = ""
+    with open(model.path, "w") as handle:
+        handle.write("")
+
+
+@dsl.component(base_image=SERVICES_IMAGE)
+def study_report(
+    dataset: str,
+    run_id: str,
+    benchmark: str,
+    subsets: list,
+    baselines: list,
+    results: list,
+    baseline_results: list,
+    store: dict,
+    report: Output[Markdown],
+    plot: Output[Artifact],
+    summary: Output[Metrics],
+) -> None:
+    """The table and plot of top-1/top-5 against subset size, with the spread over repeats,
+    the from-scratch baseline and the monotone-or-not verdict; also in the store."""
+    import json
+
+    from pipelines.steps import open_store, study_summary, write_study_report
+
+    computed = study_summary(
+        subsets,
+        baselines,
+        [json.loads(r) for r in results],
+        [json.loads(r) for r in baseline_results],
+    )
+    write_study_report(
+        open_store(store), dataset, run_id, benchmark, computed, report, plot, summary
+    )

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import csv
+import itertools
 import json
+import random
 import re
 import tempfile
 from collections import Counter
@@ -43,7 +45,7 @@ from services.trainer.recipes import RECIPES
 # Imported where used: curation loads the detectors and training loads torch, which the light
 # steps (planning, report, summary) and the IR compiler should not pay for.
 if TYPE_CHECKING:
-    from kfp.dsl import Model
+    from kfp.dsl import Artifact, Markdown, Metrics, Model
 
     from services.curation.curate import CurateSummary
 
@@ -52,22 +54,34 @@ __all__ = [
     "PAPER_RESULTS",
     "PRETRAIN_RECIPES",
     "STAGE_SERVICES",
+    "STUDY_FOLDER",
     "Cluster",
     "benchmark_lists",
     "curate_one_shard",
+    "curves_png",
     "evaluate_checkpoint",
     "finetune_recipe",
+    "history_summary",
     "job_name",
     "keep_checkpoint",
     "model_overrides",
     "open_store",
+    "plan_baselines",
+    "plan_subsets",
     "publish",
+    "record_training",
     "report_markdown",
     "shard_counts",
     "split_sources",
     "store_env",
+    "study_markdown",
+    "study_plot_png",
+    "study_prefix",
+    "study_summary",
     "summary_markdown",
     "train",
+    "training_history",
+    "write_study_report",
 ]
 
 IMAGE = SERVICES_IMAGE
@@ -272,6 +286,11 @@ def benchmark_lists(benchmark: str, root: str, store: ClipStore, per_class: int)
 def _upload_synthetic(prefix: str, store: ClipStore, per_class: int) -> dict[str, str]:
     from services.trainer.synthetic import write_moving_shapes
 
+    # Seeded, so the same every time: generated once per store (the lists go last, after the
+    # videos they name, so finding them all means a complete upload).
+    uploaded = training_lists(f"{prefix}/", "finetune", store)
+    if all(split in uploaded for split in _BENCHMARK_SPLITS):
+        return uploaded
     with scratch_dir("synthetic") as folder:
         files = write_moving_shapes(Path(folder), per_class=per_class, **_SYNTHETIC)
         uris = {
@@ -468,3 +487,305 @@ def summary_markdown(results: list[dict[str, Any]], model_size: str) -> str:
         "Benchmarks or model sizes outside the paper's table have no reference.",
     ]
     return "\n".join(lines) + "\n"
+
+
+# --- training curves ---------------------------------------------------------------------
+
+
+def training_history(store: ClipStore, run: str) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl, which the trainer keeps beside its checkpoints."""
+    from services.trainer.training import METRICS_NAME
+
+    key = store.checkpoint_key(run, METRICS_NAME)
+    if not store.exists(key):
+        return []
+    rows: dict[tuple[int, bool], dict[str, Any]] = {}
+    for line in store.get_lines(key):
+        row = json.loads(line)
+        # A step logged again by a resumed run: the last one wins.
+        rows[(row["step"], "loss" in row)] = row
+    return [rows[key] for key in sorted(rows)]
+
+
+def _png_markdown(alt: str, png: bytes) -> str:
+    """An image inlined, so the KFP UI shows it without access to the store."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def _figure_png(figure: Any) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def curves_png(rows: list[dict[str, Any]], title: str) -> bytes:
+    """Loss and lr per step, and validation top-1 where the run validated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row for row in rows if "loss" in row]
+    validations = [row for row in rows if "val_top1" in row]
+    figure, axes = plt.subplots(1, 3 if validations else 2, figsize=(12, 3.2))
+    for axis, name in zip(axes, ("loss", "lr"), strict=False):
+        axis.plot([row["step"] for row in steps], [row[name] for row in steps])
+        axis.set_xlabel("step")
+        axis.set_title(name)
+    if validations:
+        axes[2].plot(
+            [row["step"] for row in validations],
+            [100 * row["val_top1"] for row in validations],
+            marker="o",
+        )
+        axes[2].set_xlabel("step")
+        axes[2].set_title("validation top-1 (%)")
+    figure.suptitle(title)
+    return _figure_png(figure)
+
+
+def history_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The last step's loss and lr and the best validation top-1: a training step's Metrics."""
+    steps = [row for row in rows if "loss" in row]
+    summary: dict[str, float] = {}
+    if steps:
+        summary.update(steps=steps[-1]["step"], final_loss=steps[-1]["loss"])
+        summary["final_lr"] = steps[-1]["lr"]
+    validations = [row["val_top1"] for row in rows if "val_top1" in row]
+    if validations:
+        summary["best_val_top1"] = max(validations)
+    return summary
+
+
+def record_training(store: ClipStore, run: str, curves: Markdown, history: Metrics) -> None:
+    """Fill a training step's curves (Markdown, the plot inlined) and history (Metrics)."""
+    rows = training_history(store, run)
+    text = f"# Training curves of `{run}`\n\n"
+    text += _png_markdown(run, curves_png(rows, run)) if rows else "No metrics were logged.\n"
+    Path(curves.path).write_text(text + "\n")
+    for name, value in history_summary(rows).items():
+        history.log_metric(name, value)
+
+
+# --- the data-scaling study (the paper's Fig. 4) -----------------------------------------
+
+STUDY_FOLDER = "studies"
+"""Store folder of the studies: ``studies/{dataset}/{run id}/`` holds a run's subset lists,
+``results.json``, ``report.md`` and ``plot.png``."""
+
+
+def study_prefix(dataset: str, run_id: str) -> str:
+    return f"{STUDY_FOLDER}/{dataset}/{run_id}/"
+
+
+def _seeded(overrides: list[str], seed: int) -> list[str]:
+    return [*overrides, f"runtime.seed={seed}"]
+
+
+def plan_subsets(
+    store: ClipStore,
+    dataset: str,
+    sizes: list[int],
+    repeats: int,
+    seed: int,
+    run_id: str,
+    pretrain_overrides: list[str],
+    finetune_overrides: list[str],
+) -> list[dict[str, Any]]:
+    """Draw ``repeats`` independent random subsets of each size and store them as lists.
+
+    Subset ``(size, repeat)`` holds ``size`` clips of the dataset's published snapshot, drawn
+    without replacement by a generator seeded with ``(seed, size, repeat)``, so a rerun draws
+    the same ones. Each is a folder with a ``pretrain.csv`` (the trainer's ``--manifest``).
+
+    Returns:
+        One dict per subset: ``tag``, ``size``, ``repeat``, ``run_id`` (unique per subset and
+        pipeline run), ``folder`` (store URI) and the pre-training and fine-tuning overrides,
+        seeded by the repeat so repeats differ in more than their clips.
+
+    Raises:
+        ValueError: no sizes, a size below 1 or above the dataset's clips, or repeats below 1.
+    """
+    clips = Dataset(store, dataset).snapshot().pretrain_lines()
+    sizes = [int(size) for size in sizes]
+    if not sizes or min(sizes) < 1 or max(sizes) > len(clips):
+        raise ValueError(f"sizes {sizes} must lie in [1, {len(clips)}], the clips of {dataset!r}")
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} must be at least 1")
+    subsets = []
+    for size in sorted(set(sizes)):
+        for repeat in range(repeats):
+            tag = f"n{size}-r{repeat}"
+            prefix = f"{study_prefix(dataset, run_id)}{tag}/"
+            lines = random.Random(f"{seed}:{size}:{repeat}").sample(clips, size)
+            store.put_lines(f"{prefix}{LIST_FOLDER['pretrain'][0]}", lines)
+            subsets.append(
+                {
+                    "tag": tag,
+                    "size": size,
+                    "repeat": repeat,
+                    "run_id": f"{tag}-{run_id}",
+                    "folder": store.prefix_uri(prefix),
+                    "pretrain_overrides": _seeded(pretrain_overrides, seed + repeat),
+                    "finetune_overrides": _seeded(finetune_overrides, seed + repeat),
+                }
+            )
+    return subsets
+
+
+def plan_baselines(
+    repeats: int, seed: int, run_id: str, finetune_overrides: list[str]
+) -> list[dict[str, Any]]:
+    """The from-scratch runs: the same fine-tuning, no pre-training, one per repeat."""
+    return [
+        {
+            "tag": f"scratch-r{repeat}",
+            "repeat": repeat,
+            "run_id": f"scratch-r{repeat}-{run_id}",
+            "finetune_overrides": _seeded(finetune_overrides, seed + repeat),
+        }
+        for repeat in range(repeats)
+    ]
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    mean = sum(values) / len(values)
+    variance = sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
+    return {"mean": mean, "std": variance**0.5, "min": min(values), "max": max(values)}
+
+
+def study_summary(
+    subsets: list[dict[str, Any]],
+    baselines: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    baseline_results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Top-1/top-5 per subset size over the repeats, the from-scratch baseline, the verdict.
+
+    ``results`` are the evaluate steps' outputs (each names its ``run``). ``monotone`` is
+    whether the mean top-1 never falls as the subset grows.
+
+    Raises:
+        ValueError: a planned run without a result.
+    """
+    by_run = {result["run"]: result for result in [*results, *baseline_results]}
+    missing = [run["run_id"] for run in [*subsets, *baselines] if run["run_id"] not in by_run]
+    if missing:
+        raise ValueError(f"no evaluation for runs {missing}")
+
+    def metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        evaluated = [by_run[run["run_id"]] for run in runs]
+        return {
+            "repeats": len(evaluated),
+            "top1": _spread([100 * float(r["top1"]) for r in evaluated]),
+            "top5": _spread([100 * float(r["top5"]) for r in evaluated]),
+            "runs": {run["tag"]: by_run[run["run_id"]] for run in runs},
+        }
+
+    sizes = sorted({int(subset["size"]) for subset in subsets})
+    rows = [
+        metrics([s for s in subsets if int(s["size"]) == size]) | {"size": size} for size in sizes
+    ]
+    means = [row["top1"]["mean"] for row in rows]
+    return {
+        "sizes": rows,
+        "scratch": metrics(baselines),
+        "monotone": all(b >= a for a, b in itertools.pairwise(means)),
+    }
+
+
+def study_plot_png(summary: dict[str, Any], benchmark: str) -> bytes:
+    """Top-1 and top-5 against subset size: each repeat, the mean, +/- one standard deviation,
+    and the from-scratch baseline as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    sizes = [row["size"] for row in summary["sizes"]]
+    for axis, metric in zip(axes, ("top1", "top5"), strict=True):
+        for row in summary["sizes"]:
+            values = [100 * float(r[metric]) for r in row["runs"].values()]
+            axis.scatter([row["size"]] * len(values), values, color="tab:blue", alpha=0.4, s=14)
+        axis.errorbar(
+            sizes,
+            [row[metric]["mean"] for row in summary["sizes"]],
+            yerr=[row[metric]["std"] for row in summary["sizes"]],
+            marker="o",
+            capsize=4,
+            label="pre-trained on the subset",
+        )
+        scratch = summary["scratch"][metric]
+        axis.axhline(scratch["mean"], color="tab:red", linestyle="--", label="from scratch")
+        axis.axhspan(
+            scratch["mean"] - scratch["std"],
+            scratch["mean"] + scratch["std"],
+            color="tab:red",
+            alpha=0.1,
+        )
+        axis.set_xlabel("pre-training videos")
+        axis.set_ylabel(f"{benchmark} {metric.replace('top', 'top-')} (%)")
+        axis.legend()
+    figure.suptitle(f"Data scaling on {benchmark}")
+    return _figure_png(figure)
+
+
+def study_markdown(summary: dict[str, Any], benchmark: str, png: bytes) -> str:
+    """The study's table (mean +/- std, min-max over the repeats), its verdict and its plot."""
+    lines = [
+        f"# Data-scaling study on {benchmark}",
+        "",
+        "| pre-training videos | repeats | top-1 (%) | top-1 min-max | top-5 (%) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    labelled = [(str(row["size"]), row) for row in summary["sizes"]]
+    for label, row in [*labelled, ("from scratch", summary["scratch"])]:
+        top1, top5 = row["top1"], row["top5"]
+        lines.append(
+            f"| {label} | {row['repeats']} | {top1['mean']:.2f} ± {top1['std']:.2f} | "
+            f"{top1['min']:.2f}-{top1['max']:.2f} | {top5['mean']:.2f} ± {top5['std']:.2f} |"
+        )
+    verdict = "rises monotonically" if summary["monotone"] else "does not rise monotonically"
+    lines += [
+        "",
+        f"Mean top-1 {verdict} with the pre-training subset's size.",
+        "",
+        _png_markdown("top-1 and top-5 against subset size", png),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_study_report(
+    store: ClipStore,
+    dataset: str,
+    run_id: str,
+    benchmark: str,
+    summary: dict[str, Any],
+    report: Markdown,
+    plot: Artifact,
+    metrics: Metrics,
+) -> None:
+    """The study's outputs as artifacts (report, plot, metrics) and in the store."""
+    png = study_plot_png(summary, benchmark)
+    text = study_markdown(summary, benchmark, png)
+    Path(report.path).write_text(text)
+    Path(plot.path).write_bytes(png)
+    prefix = study_prefix(dataset, run_id)
+    store.put_json(f"{prefix}results.json", summary)
+    store.put_text(f"{prefix}report.md", text)
+    store.put_bytes(f"{prefix}plot.png", png)
+    report.metadata["uri"] = store.uri(f"{prefix}report.md")
+    plot.metadata["uri"] = store.uri(f"{prefix}plot.png")
+    for row in summary["sizes"]:
+        for metric in ("top1", "top5"):
+            metrics.log_metric(f"{metric}_n{row['size']}_mean", row[metric]["mean"])
+            metrics.log_metric(f"{metric}_n{row['size']}_std", row[metric]["std"])
+    for metric in ("top1", "top5"):
+        metrics.log_metric(f"{metric}_scratch_mean", summary["scratch"][metric]["mean"])
+    metrics.log_metric("monotone", float(summary["monotone"]))

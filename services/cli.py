@@ -16,6 +16,7 @@ _COMMANDS = {
     "dataset": ("services.curation.commands:dataset", "Inspect, publish and compact datasets."),
     "demo": ("pipelines.commands:demo", "Run the whole pipeline locally on sample videos."),
     "pipeline": ("pipelines.commands:pipeline", "Compile, submit or run the Kubeflow pipeline."),
+    "study": ("pipelines.commands:study", "Data-scaling study: pre-train on subsets, plot."),
     "train": ("services.trainer.commands:train", "Pre-train, fine-tune and evaluate VideoMAE V2."),
     "hashtags": ("services.collection.commands:hashtags", "Plan hashtags from seed actions."),
     "collect": ("services.collection.commands:collect", "Collect videos via the research API."),

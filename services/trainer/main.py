@@ -57,6 +57,7 @@ from services.trainer.optim import build_optimizer
 from services.trainer.parallelize import DistInfo, init_distributed, parallelize, unwrap
 from services.trainer.recipes import TrainConfig, apply_overrides, get_recipe, load_config_file
 from services.trainer.training import (
+    METRICS_NAME,
     MetricsLog,
     RejectionLog,
     TrainProgress,
@@ -394,7 +395,8 @@ class _Job:
             progress=progress,
             metadata={"args": c.to_dict(), "mode": self.mode, "classes": names},
         )
-        if c.checkpoint.resume and checkpoints.restore():
+        resumed = c.checkpoint.resume and checkpoints.restore()
+        if resumed:
             _logger.info(
                 "resumed %s at step %d (epoch %d, batch %d)",
                 c.checkpoint.run,
@@ -405,7 +407,13 @@ class _Job:
         validate = None
         if d.val and self.mode != "pretrain":
             validate = partial(self._validate, model, self._entries(d.val, "test"))
-        metrics = MetricsLog(self.output, info.is_main)
+        metrics = MetricsLog(
+            self.output,
+            info.is_main,
+            self.store,
+            self.store.checkpoint_key(c.checkpoint.run, METRICS_NAME),
+            resumed,
+        )
         try:
             saved = train(
                 model,

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from services.common.records import ObjectRef, Rejection
+from services.common.store import ClipStore
 from services.trainer.checkpoint import CheckpointManager
 from services.trainer.data import Batch, ResumableSampler
 from services.trainer.engine import EvalResult, LossFn, train_one_epoch
@@ -30,6 +31,7 @@ from services.trainer.parallelize import DistInfo
 from services.trainer.recipes import TrainConfig
 
 __all__ = [
+    "METRICS_NAME",
     "CosineSchedule",
     "MetricsLog",
     "RejectionLog",
@@ -37,6 +39,9 @@ __all__ = [
     "build_schedule",
     "train",
 ]
+
+METRICS_NAME = "metrics.jsonl"
+"""The loss/lr/validation history of a run, locally and beside its checkpoints in the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +105,33 @@ class TrainProgress:
 
 
 class MetricsLog:
-    """metrics.jsonl and TensorBoard on rank 0; nothing on the other ranks."""
+    """metrics.jsonl and TensorBoard on rank 0; nothing on the other ranks.
 
-    def __init__(self, folder: Path, enabled: bool) -> None:
-        self.path = folder / "metrics.jsonl"
+    With a ``store``, ``publish()`` copies metrics.jsonl to ``key`` (the loop calls it at every
+    checkpoint and at the end): the history lives beside the checkpoints, where a pipeline step
+    plots it and a run resumed in a fresh pod (``resumed``, no local file yet) continues it.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        enabled: bool,
+        store: ClipStore | None = None,
+        key: str = "",
+        resumed: bool = False,
+    ) -> None:
+        self.path = folder / METRICS_NAME
         self.enabled = enabled
+        self.store = store if enabled else None
+        self.key = key
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(folder / "tensorboard"))
+        adopt = self.store is not None and resumed and not self.path.exists()
+        if adopt and self.store.exists(key):
+            self.store.download(key, self.path)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -119,6 +141,10 @@ class MetricsLog:
         for name, value in values.items():
             if isinstance(value, int | float) and self.writer is not None:
                 self.writer.add_scalar(name, value, step)
+
+    def publish(self) -> None:
+        if self.store is not None and self.path.exists():
+            self.store.put_file(self.key, self.path)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -227,7 +253,9 @@ def train(
                 progress.step,
                 {"epoch": progress.epoch, "val_top1": result.topk(1), "val_top5": result.topk(5)},
             )
-    return checkpoints.save(progress.step)
+    saved = checkpoints.save(progress.step)
+    metrics.publish()
+    return saved
 
 
 def _after_step(
@@ -249,4 +277,5 @@ def _after_step(
         metrics.log(step, {"epoch": progress.epoch, **values, "time": time.time()})
     if checkpoints.due(step):
         checkpoints.save(step)
+        metrics.publish()
     return step < total and not (max_steps and step >= max_steps)
