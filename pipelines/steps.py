@@ -106,6 +106,7 @@ PAPER_RESULTS = {
 # stride 2 on 64x64 frames.
 _SYNTHETIC = {"num_frames": 16, "size": 64, "seed": 0}
 _BENCHMARK_SPLITS = ("train", "val", "test", "labels")
+_INLINED_PREVIEWS = 24
 
 
 def open_store(description: dict[str, Any]) -> ClipStore:
@@ -222,17 +223,27 @@ def publish(dataset: str, store: ClipStore) -> Snapshot:
 
 
 def report_markdown(store: ClipStore, dataset: str) -> str:
-    """The dataset report with its plots inlined, so the KFP UI shows it without the store."""
+    """The dataset report with its plots and first preview sheets inlined, so the KFP UI shows
+    it without the store; further sheets (386 hashtags would weigh tens of MB) are named by
+    their store URI."""
     from services.curation.report import REPORT_NAME
 
     target = Dataset(store, dataset)
     text = store.get_text(target.view_key(REPORT_NAME))
+    previews = 0
 
     def inline(match: re.Match[str]) -> str:
-        data = store.get_bytes(target.view_key(match.group(2)))
-        return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(data).decode()})"
+        nonlocal previews
+        name = match.group(2)
+        if name.startswith("previews/"):
+            previews += 1
+            if previews > _INLINED_PREVIEWS:
+                return f"(preview sheet `{target.view_uri(name)}`)"
+        data = base64.b64encode(store.get_bytes(target.view_key(name))).decode()
+        mime = "image/jpeg" if name.endswith(".jpg") else "image/png"
+        return f"![{match.group(1)}](data:{mime};base64,{data})"
 
-    return re.sub(r"!\[([^\]]*)\]\((plots/[^)]+\.png)\)", inline, text)
+    return re.sub(r"!\[([^\]]*)\]\(((?:plots|previews)/[^)]+\.(?:png|jpg))\)", inline, text)
 
 
 # --- training ----------------------------------------------------------------------------
