@@ -473,7 +473,9 @@ def write_clip(
         # Each frame shows until the next source frame: the muxer ends the clip at the latest
         # pts + duration, so the clip lasts exactly the source time it covers.
         durations: dict[int, int] = {}
-        for index, frame in video.frames(start_frame, end_frame):
+        # From the keyframe before the window: frames before it are decoded only when the
+        # window's frames refer to them.
+        for index, frame in video.frames(start_frame, end_frame, range(start_frame, end_frame)):
             if info.rotation:
                 rgb = scaler.reformat(frame, width=stored[0], height=stored[1], format="rgb24")
                 turned = _upright(rgb.to_ndarray(), info.rotation)
@@ -501,6 +503,7 @@ def write_frames(
     times_s: Sequence[float] | None = None,
     rotation: int = 0,
     preset: str = "veryfast",
+    keyframe_interval: int = 0,
 ) -> int:
     """Encode uint8 RGB frames ``(T, H, W, 3)`` (even H and W) as an H.264 mp4.
 
@@ -512,6 +515,8 @@ def write_frames(
             ``1 / fps`` steps when not given.
         rotation: counter-clockwise degrees a player turns the stored frames by (the display
             matrix), as phones write portrait video stored sideways.
+        keyframe_interval: the most frames between keyframes (x264 also starts one at a cut);
+            0 keeps x264's default of 250.
 
     Returns:
         The number of frames written.
@@ -542,6 +547,8 @@ def write_frames(
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                 stream.time_base = stream.codec_context.time_base = time_base
                 stream.options = {"crf": str(crf), "preset": preset}
+                if keyframe_interval:
+                    stream.options["g"] = str(keyframe_interval)
                 if rotation:
                     stream.set_display_rotation(rotation)
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")

@@ -90,7 +90,6 @@ class _AnalysisStream(VideoStream):
 
     def __init__(self, video: VideoReader, info: VideoInfo, size: int) -> None:
         self._path = video.path
-        self._info = info
         self._size = _analysis_size(info.width, info.height, size)
         self._rate = Fraction(info.fps).limit_denominator(1001)
         self._total = video.timeline.frame_count
@@ -113,8 +112,8 @@ class _AnalysisStream(VideoStream):
 
     @property
     def decoded(self) -> bool:
-        """Whether any frame decoded."""
-        return self._read > sum(end - start for start, end in self.holes)
+        """Whether any frame decoded (holes are only filled from decoded frames)."""
+        return self._read > 0
 
     @property
     def path(self) -> str:
