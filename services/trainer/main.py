@@ -445,7 +445,9 @@ class _Job:
         m, d = self.config.model, self.config.data
         if self.mode == "pretrain":
             return pretrain_transform(m.img_size, d.train_scales, d.flip)
-        return finetune_transform(m.img_size, d.flip, d.rand_augment, d.reprob, d.crop_scale)
+        return finetune_transform(
+            m.img_size, d.flip, d.rand_augment, d.reprob, d.crop_scale, d.pixels
+        )
 
     def _loss_fn(self, num_classes: int) -> LossFn:
         if self.mode == "pretrain":
@@ -468,7 +470,7 @@ class _Job:
         size = c.model.img_size
         dataset = MultiViewDataset(
             entries,
-            lambda frames: eval_views(frames, size, crops),
+            lambda frames: eval_views(frames, size, crops, c.data.pixels),
             c.model.num_frames,
             c.data.sampling_rate,
             segments,

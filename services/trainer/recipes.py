@@ -109,6 +109,10 @@ class DataConfig:
     rand_augment: str = ""
     """timm RandAugment spec, e.g. ``rand-m7-n4-mstd0.5-inc1``; empty disables it."""
     reprob: float = 0.0
+    pixels: Literal["reference", "torchvision"] = "reference"
+    """Pixel operations of fine-tuning and testing: the reference's (plain bilinear resizing,
+    RandAugment grey fill and bicubic, per-frame erasing noise) or torchvision's and timm's
+    defaults (antialiased, ImageNet-mean fill, shared noise); see ``transforms``."""
     mixup: float = 0.0
     cutmix: float = 0.0
     mixup_switch_prob: float = 0.5
@@ -123,6 +127,8 @@ class DataConfig:
         for name in ("sampling_rate", "num_sample", "batch_size", "test_segments", "test_crops"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.pixels not in ("reference", "torchvision"):
+            raise ValueError(f"data.pixels must be reference or torchvision, got {self.pixels!r}")
         self.train_scales = tuple(self.train_scales)
         self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
 

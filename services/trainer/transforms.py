@@ -8,12 +8,30 @@ Pre-training uses the reference multi-scale crop (scales [1, .875, .75, .66], fi
 flip); fine-tuning uses random-resized crop, flip, RandAugment and random erasing, then mixup /
 cutmix with label smoothing on the batch. Testing takes evenly spaced crops along the long side
 after resizing the short side to the crop size.
+
+Pixel operations come in two flavours (``data.pixels``). ``reference`` (the default, for
+reproducing the paper) does what the VideoMAE V2 reference's ``dataset/`` transforms do;
+``torchvision`` uses torchvision's and timm's defaults. The differences, all in fine-tuning and
+testing:
+
+- resizing of the random-resized crop and of the test's short side: plain bilinear (the
+  reference's ``F.interpolate(mode="bilinear")`` and OpenCV ``INTER_LINEAR``) versus
+  antialiased bilinear. Pre-training's multi-scale crop is antialiased in both: the reference
+  resizes PIL images there, and PIL's bilinear filter antialiases;
+- RandAugment's fill of uncovered pixels and interpolation: grey (128, 128, 128) and bicubic
+  (the reference's ``create_random_augment`` with ``--train_interpolation bicubic``) versus
+  the ImageNet mean and a random choice of bilinear and bicubic (timm's defaults);
+- random erasing: one box in every frame with per-pixel noise drawn for each frame (the
+  reference's cube erasing, ``mode="pixel"``) versus torchvision's one box and one noise patch
+  shared by all frames.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,6 +44,8 @@ from torchvision.transforms.v2 import functional as F
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PIXEL_OPS",
+    "CubeErasing",
     "MultiScaleCrop",
     "VideoRandAugment",
     "build_mixup",
@@ -41,6 +61,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Transform = Callable[[np.ndarray], torch.Tensor]
+
+PixelOps = Literal["reference", "torchvision"]
+PIXEL_OPS: tuple[PixelOps, ...] = ("reference", "torchvision")
 
 
 def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -85,17 +108,24 @@ class MultiScaleCrop:
         return F.resize(video, [self.size, self.size], antialias=True)
 
 
+_RAND_AUGMENT_PARAMS = {
+    # translate_const: the reference's int(224 * 0.45), timm's default for 224 crops.
+    "reference": {"translate_const": 100, "img_mean": (128, 128, 128), "interpolation": 3},
+    "torchvision": {"translate_const": 100, "img_mean": (124, 116, 104)},
+}
+"""timm RandAugment hyper-parameters per ``data.pixels`` (3 is PIL's bicubic)."""
+
+
 class VideoRandAugment:
     """timm's RandAugment with the same operations and magnitudes on every frame.
 
     timm draws its choices from ``random`` and ``numpy.random``; re-seeding both with one value
     before each frame replays the same draw, which is what makes it a video augmentation.
+    ``pixels`` picks the fill and interpolation (see the module docstring).
     """
 
-    def __init__(self, config: str) -> None:
-        self.augment = rand_augment_transform(
-            config, {"translate_const": 100, "img_mean": (124, 116, 104)}
-        )
+    def __init__(self, config: str, pixels: PixelOps = "reference") -> None:
+        self.augment = rand_augment_transform(config, dict(_RAND_AUGMENT_PARAMS[pixels]))
 
     def __call__(self, video: torch.Tensor) -> torch.Tensor:
         seed = random.getrandbits(32)
@@ -121,22 +151,61 @@ def pretrain_transform(size: int, scales: Sequence[float], flip: bool) -> Transf
     return apply
 
 
+class CubeErasing:
+    """The reference's random erasing of a clip: one box, the same in every frame, filled with
+    standard-normal noise drawn per pixel and per frame (``mode="pixel"``, one box).
+
+    The box covers 2% to 1/3 of the frame with a log-uniform aspect ratio in [0.3, 1/0.3], as
+    timm's and the reference's ``RandomErasing``; drawn from ``random`` and torch's generator.
+
+    Args:
+        probability: the chance that a clip is erased.
+    """
+
+    def __init__(self, probability: float) -> None:
+        self.probability = probability
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        """``video``: a normalised ``(T, C, H, W)`` clip, erased in place and returned."""
+        if random.random() > self.probability:
+            return video
+        frames, channels, height, width = video.shape
+        log_ratio = (math.log(0.3), math.log(1 / 0.3))
+        for _ in range(100):
+            area = random.uniform(0.02, 1 / 3) * height * width
+            aspect = math.exp(random.uniform(*log_ratio))
+            h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if w < width and h < height:
+                top, left = random.randint(0, height - h), random.randint(0, width - w)
+                noise = torch.empty((frames, channels, h, w), dtype=video.dtype).normal_()
+                video[:, :, top : top + h, left : left + w] = noise
+                break
+        return video
+
+
 def finetune_transform(
     size: int,
     flip: bool,
     rand_augment: str,
     reprob: float,
     crop_scale: tuple[float, float] = (0.08, 1.0),
+    pixels: PixelOps = "reference",
 ) -> Transform:
-    """Random-resized crop (``crop_scale``, 3/4-4/3), flip, RandAugment, normalise, erasing."""
+    """Random-resized crop (``crop_scale``, 3/4-4/3), flip, RandAugment, normalise, erasing;
+    ``pixels`` picks the reference's or torchvision's resizing, fill and erasing noise."""
+    reference = pixels == "reference"
     steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
     if rand_augment:
-        steps.append(VideoRandAugment(rand_augment))
-    steps.append(v2.RandomResizedCrop(size, scale=crop_scale, ratio=(3 / 4, 4 / 3), antialias=True))
+        steps.append(VideoRandAugment(rand_augment, pixels))
+    steps.append(
+        v2.RandomResizedCrop(size, scale=crop_scale, ratio=(3 / 4, 4 / 3), antialias=not reference)
+    )
     if flip:
         steps.append(v2.RandomHorizontalFlip())
-    # v2 draws one erasing box for the whole (C, T, H, W) tensor: the same cube in every frame.
-    erase = v2.RandomErasing(p=reprob, value="random") if reprob > 0 else None
+    erase: Callable[[torch.Tensor], torch.Tensor] | None = None
+    if reprob > 0:
+        # v2 draws one box and one noise patch for the whole (T, C, H, W) clip.
+        erase = CubeErasing(reprob) if reference else v2.RandomErasing(p=reprob, value="random")
 
     def apply(frames: np.ndarray) -> torch.Tensor:
         video = _frames_to_tensor(frames)
@@ -148,19 +217,22 @@ def finetune_transform(
     return apply
 
 
-def _resize_short(video: torch.Tensor, size: int) -> torch.Tensor:
+def _resize_short(video: torch.Tensor, size: int, antialias: bool) -> torch.Tensor:
     height, width = video.shape[-2:]
     scale = size / min(height, width)
     new = [max(size, round(height * scale)), max(size, round(width * scale))]
-    return F.resize(video, new, antialias=True)
+    return F.resize(video, new, antialias=antialias)
 
 
-def eval_views(frames: np.ndarray, size: int, num_crops: int) -> list[torch.Tensor]:
+def eval_views(
+    frames: np.ndarray, size: int, num_crops: int, pixels: PixelOps = "reference"
+) -> list[torch.Tensor]:
     """Short side to ``size``, then ``num_crops`` crops evenly along the long side.
 
     One crop is the centre crop; three are the paper's left/centre/right (top/centre/bottom).
+    The resize is plain bilinear for ``pixels="reference"``, antialiased otherwise.
     """
-    video = _resize_short(_frames_to_tensor(frames), size)
+    video = _resize_short(_frames_to_tensor(frames), size, antialias=pixels != "reference")
     height, width = video.shape[-2:]
     views = []
     for k in range(num_crops):
@@ -174,9 +246,9 @@ def eval_views(frames: np.ndarray, size: int, num_crops: int) -> list[torch.Tens
     return views
 
 
-def val_transform(size: int) -> Transform:
+def val_transform(size: int, pixels: PixelOps = "reference") -> Transform:
     """Validation during training: one centre crop after a short-side resize."""
-    return lambda frames: eval_views(frames, size, 1)[0]
+    return lambda frames: eval_views(frames, size, 1, pixels)[0]
 
 
 def build_mixup(

@@ -68,12 +68,17 @@ def test_augmentations_are_the_same_on_every_frame() -> None:
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
     still = np.repeat(frame[None], 6, axis=0)  # a video whose frames are all equal
-    transform = finetune_transform(32, True, "rand-m9-n4-mstd0.5-inc1", reprob=1.0)
-    for seed in range(5):
-        torch.manual_seed(seed)
-        out = transform(still)  # C, T, H, W
-        assert out.shape == (3, 6, 32, 32)
-        assert torch.allclose(out, out[:, :1].expand_as(out))
+    # Erasing off: the reference draws its noise per frame (test_reference_pixels.py).
+    for pixels in ("reference", "torchvision"):
+        transform = finetune_transform(32, True, "rand-m9-n4-mstd0.5-inc1", 0.0, pixels=pixels)
+        for seed in range(5):
+            torch.manual_seed(seed)
+            out = transform(still)  # C, T, H, W
+            assert out.shape == (3, 6, 32, 32)
+            assert torch.allclose(out, out[:, :1].expand_as(out))
+    shared = finetune_transform(32, True, "", reprob=1.0, pixels="torchvision")
+    out = shared(still)
+    assert torch.allclose(out, out[:, :1].expand_as(out)), "torchvision's noise is shared"
     crop = MultiScaleCrop(24)
     video = torch.from_numpy(still).permute(0, 3, 1, 2)
     out = crop(video)
