@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from timm.utils import ModelEmaV2
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -385,13 +386,18 @@ class _Job:
         )
         scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == torch.float16)
         loss_fn = self._loss_fn(len(names))
+        # The reference's ModelEma: a copy of the weights on the model's device.
+        ema = ModelEmaV2(plain, decay=c.model.ema_decay) if c.model.ema else None
+        states: dict[str, Stateful] = {
+            "model": plain,
+            "optimizer": optimizer,
+            "scaler": scaler,
+            "rng": RankRandomStates(info),
+        }
+        if ema is not None:
+            states["model_ema"] = ema.module
         checkpoints = self._checkpoints(
-            {
-                "model": plain,
-                "optimizer": optimizer,
-                "scaler": scaler,
-                "rng": RankRandomStates(info),
-            },
+            states,
             progress=progress,
             metadata={"args": c.to_dict(), "mode": self.mode, "classes": names},
         )
@@ -436,6 +442,7 @@ class _Job:
                 validate=validate,
                 eval_every_epochs=c.runtime.eval_every_epochs,
                 show_progress=info.is_main and c.runtime.progress,
+                ema=ema,
             )
         finally:
             metrics.close()

@@ -61,8 +61,15 @@ class ModelConfig:
     not carry them (official K710 files; our checkpoints save theirs as ``classes``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further builder keywords (embed_dim, depth, num_heads, ... for tiny models)."""
+    ema: bool = False
+    """Keep an exponential moving average of the weights, updated after every optimiser step
+    and saved as the checkpoint's ``model_ema`` (the reference's ``--model_ema``)."""
+    ema_decay: float = 0.9999
+    """The average's decay (the reference's ``--model_ema_decay`` default)."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ValueError(f"model.ema_decay must be in [0, 1], got {self.ema_decay}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if not 0.0 <= self.decoder_mask_ratio < 1.0:

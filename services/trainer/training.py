@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.utils import ModelEmaV2
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -27,7 +28,7 @@ from services.trainer.checkpoint import CheckpointManager
 from services.trainer.data import Batch, ResumableSampler
 from services.trainer.engine import EvalResult, LossFn, train_one_epoch
 from services.trainer.optim import cosine_lr, effective_lr
-from services.trainer.parallelize import DistInfo
+from services.trainer.parallelize import DistInfo, unwrap
 from services.trainer.recipes import TrainConfig
 
 __all__ = [
@@ -188,6 +189,7 @@ def train(
     validate: Callable[[], EvalResult] | None = None,
     eval_every_epochs: int = 1,
     show_progress: bool = False,
+    ema: ModelEmaV2 | None = None,
 ) -> ObjectRef | None:
     """Train from ``progress`` to the end of its schedule, or to ``max_steps``.
 
@@ -212,6 +214,7 @@ def train(
         validate: a validation pass, run every ``eval_every_epochs`` epochs.
         eval_every_epochs: epochs between two validations.
         show_progress: a progress bar per epoch.
+        ema: a moving average of the weights, updated after every optimiser step.
 
     Returns:
         The final checkpoint, or None on a rank that does not write.
@@ -223,6 +226,8 @@ def train(
         metrics=metrics,
         log_interval=log_interval,
         max_steps=max_steps,
+        ema=ema,
+        model=unwrap(model),
     )
     while progress.epoch < epochs and progress.step < progress.schedule.total:
         sampler.set_epoch(progress.epoch, progress.batches * loader.batch_size)
@@ -268,11 +273,15 @@ def _after_step(
     metrics: MetricsLog,
     log_interval: int,
     max_steps: int,
+    ema: ModelEmaV2 | None,
+    model: nn.Module,
 ) -> bool:
     """Advance ``progress`` past the step's ``batches``, log, checkpoint when due; False stops
     the epoch. Checkpoints fall on step boundaries only, so a resumed run starts a window."""
     total = progress.schedule.total
     progress.step, progress.batches = step, progress.batches + batches
+    if ema is not None:
+        ema.update(model)
     if step % log_interval == 0 or step == total:
         metrics.log(step, {"epoch": progress.epoch, **values, "time": time.time()})
     if checkpoints.due(step):
