@@ -74,7 +74,7 @@ def curate_and_train(
     secret_name: str = STORE_SECRET,
     stage_services: dict = STAGE_SERVICES,
     model_size: str = "base",
-    epochs: int = 800,
+    epochs: int = 200,
     finetune_epochs: int = 50,
     pretrain_overrides: list = [],  # noqa: B006 - a KFP default, never mutated
     finetune_overrides: list = [],  # noqa: B006
@@ -101,7 +101,8 @@ def curate_and_train(
         secret_name: Kubernetes secret with ``accesskey``/``secretkey`` of the store.
         stage_services: in-cluster ``host:port`` of the ingestion/scenes/persons/clips services.
         model_size: ``tiny``, ``base`` (ViT-B) or ``giant`` (ViT-g).
-        epochs: pre-training epochs; ``finetune_epochs``: fine-tuning epochs per benchmark.
+        epochs: pre-training loader epochs (200 x num_sample 4 is the model zoo's "800e");
+            ``finetune_epochs``: fine-tuning epochs per benchmark.
         pretrain_overrides: ``section.field=value`` strings for pre-training;
             ``finetune_overrides`` for fine-tuning and evaluation.
         benchmarks: ``synthetic`` or benchmarks stored under ``benchmark_root/{name}/``.
