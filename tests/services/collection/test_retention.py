@@ -105,7 +105,7 @@ def _everything(store: ClipStore) -> str:
     texts = [
         store.get_text(k)
         for k in keys
-        if k.startswith(("manifests/", "state/")) and not k.endswith(".png")
+        if k.startswith(("manifests/", "state/")) and not k.endswith((".png", ".jpg"))
     ]
     return "\n".join(keys + texts)
 
