@@ -375,29 +375,32 @@ class Dataset:
         (bounded); a part that fails verification is moved to the dataset's quarantine, logged
         and left out: the inputs it held get their outcomes again on the next run over them.
         """
-        self._adopt_legacy_lists()
         for _ in range(_READ_TRIES):
+            names = self.part_names()
+            if not names and self._adopt_legacy_lists():
+                names = self.part_names()
             try:
-                return _fold(self.name, list(self._read_parts()))
+                return _fold(self.name, list(self._read_parts(names)))
             except ObjectNotFound:
                 continue
         raise ObjectNotFound(f"dataset {self.name}: parts kept moving while read")
 
-    def _adopt_legacy_lists(self) -> None:
+    def _adopt_legacy_lists(self) -> bool:
         """Turn a dataset written before parts existed (lists only, never published from
-        parts) into its first part, so publishing it does not start from nothing.
+        parts) into its first part, so publishing it does not start from nothing; called
+        when the dataset has no parts. True when a part was written.
 
         The part's name is fixed and its content derived from the lists, so concurrent
         adopters write the same object.
         """
-        if self.part_names() or self.store.exists(self.view_key("dataset.json")):
-            return
+        if self.store.exists(self.view_key("dataset.json")):
+            return False
         lists = {
             name: self.store.get_lines(self.view_key(name))
             for name in ("clips.jsonl", "review.jsonl", "rejections.jsonl")
         }
         if not any(lists.values()):
-            return
+            return False
         labels_key = self.view_key("labels.json")
         labels = self.store.get_json(labels_key) if self.store.exists(labels_key) else {}
         # Old runs could leave a stale rejection beside a source's clip: the clip goes last, so
@@ -421,9 +424,10 @@ class Dataset:
             "dataset lists adopted as its first part",
             extra={"dataset": self.name, "records": len(records)},
         )
+        return True
 
-    def _read_parts(self) -> Iterator[tuple[str, list[_Line]]]:
-        for part in self.part_names():
+    def _read_parts(self, names: list[str]) -> Iterator[tuple[str, list[_Line]]]:
+        for part in names:
             try:
                 yield part, self._read_part(part)
             except IntegrityError:
@@ -446,9 +450,11 @@ class Dataset:
 
         A dataset with more than ``COMPACT_AFTER_PARTS`` parts is compacted first.
         """
-        if snapshot is None and len(self.part_names()) > COMPACT_AFTER_PARTS:
-            self.compact()
-        snapshot = snapshot or self.snapshot()
+        if snapshot is None:
+            snapshot = self.snapshot()
+            if len(snapshot.parts) > COMPACT_AFTER_PARTS:
+                self.compact()
+                snapshot = self.snapshot()
         for _ in range(_PUBLISH_ROUNDS):
             for name, text in snapshot.views().items():
                 self.store.put_text(self.view_key(name), text)
