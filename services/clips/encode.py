@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.errors import InvalidRequest, TooShort, UnreadableVideo
+from services.common.errors import TooLong, TooShort, UnreadableVideo
 from services.common.records import ObjectRef, Segment
 from services.common.scratch import scratch_dir
 from services.common.store import ClipStore
@@ -59,7 +59,7 @@ def _verify(clip: VideoInfo, segment: Segment, settings: ClipSettings) -> None:
             duration_s=round(clip.duration_s, 3),
         )
     if clip.duration_s - _TIME_TOLERANCE_S > settings.max_seconds:
-        raise InvalidRequest(
+        raise TooLong(
             f"frames {span} cover {clip.duration_s:.2f} s of source time, above "
             f"{settings.max_seconds} s",
             duration_s=round(clip.duration_s, 3),
@@ -86,7 +86,7 @@ def encode_clip(
     Raises:
         UnreadableVideo: frames of the segment could not be decoded.
         TooShort: the segment covers less source time than ``min_seconds``.
-        InvalidRequest: it covers more than ``max_seconds``.
+        TooLong: it covers more than ``max_seconds``.
     """
     key = ClipStore.clip_key(source_id, segment.start_frame, segment.end_frame)
     existing = store.verify(key)

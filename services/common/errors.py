@@ -29,6 +29,7 @@ __all__ = [
     "SourceNotFound",
     "SourceTooLarge",
     "StoreUnavailable",
+    "TooLong",
     "TooShort",
     "UnreadableVideo",
     "error_from_reason",
@@ -123,7 +124,16 @@ class FilteredOut(H2AError):
 
 
 class TooShort(H2AError):
+    """A scene or clip covering less source time than the clip minimum."""
+
     reason = "TOO_SHORT"
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class TooLong(H2AError):
+    """A clip covering more source time than the clip maximum."""
+
+    reason = "TOO_LONG"
     grpc_status = "FAILED_PRECONDITION"
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from services.clips.encode import ClipSettings, encode_clip
+from services.common.errors import TooLong, TooShort
 from services.common.records import Segment
 from services.common.store import ClipStore
 from services.common.video import probe
@@ -21,3 +24,20 @@ def test_encode_clip_writes_h264_at_short_side(local_store: ClipStore, carphone:
     assert info.width == 392  # 176x144 scaled to short side 320, even width
     # The same request finds the stored clip instead of encoding again.
     assert encode_clip(carphone, "src123", segment, local_store, ClipSettings(), source) == ref
+
+
+@pytest.mark.parametrize(
+    ("bounds", "error"),
+    [({"min_seconds": 4.0}, TooShort), ({"max_seconds": 3.0}, TooLong)],
+    ids=["too-short", "too-long"],
+)
+def test_a_clip_outside_the_bounds_is_refused_and_not_stored(
+    local_store: ClipStore, carphone: Path, bounds: dict[str, float], error: type
+):
+    segment = Segment(10, 115, 29.97)  # 105 frames: 3.50 s of source time
+    settings = ClipSettings(**bounds)
+    with pytest.raises(error) as caught:
+        encode_clip(carphone, "src123", segment, local_store, settings, probe(carphone))
+    assert caught.value.grpc_status == "FAILED_PRECONDITION"
+    assert caught.value.context["duration_s"] == pytest.approx(3.5, abs=0.01)
+    assert not local_store.exists(ClipStore.clip_key("src123", 10, 115))

@@ -51,3 +51,17 @@ def test_a_run_ended_between_stages_leaves_at_most_workers_idle_copies(
     assert [o.reason for o in outcomes] == ["TOO_SHORT"] * 3
     assert len(opened) == 3
     assert len(stages._copies) == 1
+
+
+def test_a_clip_over_the_stage_bound_is_a_too_long_rejection(
+    local_store: ClipStore, carphone: Path
+):
+    """The driver chooses within its 10 s; a clip stage bounded at 3 s refuses what it encoded."""
+    stages = LocalStages(
+        local_store, CurateSettings(clips=ClipSettings(min_seconds=2.0, max_seconds=3.0))
+    )
+    outcome = curate_one(SourceItem(str(carphone), "talking"), stages, ClipSettings())
+    assert isinstance(outcome, Rejection)
+    assert (outcome.stage, outcome.reason) == ("clips", "TOO_LONG")
+    assert outcome.context["duration_s"] > 3.0
+    assert stages._copies == {}
