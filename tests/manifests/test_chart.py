@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -9,6 +10,8 @@ import pytest
 import yaml
 
 from services.cli import main
+from services.ingestion.sources import IngestSettings
+from services.persons.server import DetectorPoolSettings
 
 SERVICES = ("ingestion", "scenes", "persons", "clips")
 
@@ -151,6 +154,70 @@ def test_prod_values_set_replicas_autoscaling_and_settings(render_chart, checks)
     assert "Job" not in {obj["kind"] for obj in scaled}
 
 
+def _settings_from(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], settings_type: type
+) -> Any:
+    """``settings_type`` as a pod reads it from the variables of its own prefix in ``env``."""
+    prefix = settings_type.model_config["env_prefix"]
+    for name, value in env.items():
+        if name.startswith(prefix):
+            monkeypatch.setenv(name, value)
+    return settings_type()
+
+
+def test_ingestion_and_persons_pool_settings_render_as_the_code_defaults(
+    render_chart, checks, monkeypatch
+) -> None:
+    deployments = checks.by_kind(render_chart(), "Deployment")
+    ingestion = _env(_server(deployments["hashtag2action-ingestion"]))
+    persons = _env(_server(deployments["hashtag2action-persons"]))
+    assert ingestion["H2A_INGEST_MAX_PIXELS"] == "33177600"
+    assert ingestion["H2A_INGEST_ALLOWED_ROOTS"] == "[]"
+    assert persons["H2A_PERSONS_POOL_SIZE"] == "0"
+    read = _settings_from(monkeypatch, ingestion, IngestSettings)
+    assert (read.max_pixels, read.allowed_roots) == (7680 * 4320, [])
+    assert read.max_pixels == IngestSettings.model_fields["max_pixels"].default
+    pool = _settings_from(monkeypatch, persons, DetectorPoolSettings)
+    assert pool.size == DetectorPoolSettings.model_fields["size"].default
+
+
+def test_ingestion_and_persons_pool_settings_reach_the_services(
+    render_chart, checks, monkeypatch
+) -> None:
+    values = {
+        "services": {
+            "ingestion": {
+                "config": {"maxPixels": 3840 * 2160, "allowedRoots": ["/videos", "/mnt/b"]}
+            },
+            "persons": {"config": {"poolSize": 2}},
+        }
+    }
+    deployments = checks.by_kind(render_chart(values), "Deployment")
+    ingestion = _env(_server(deployments["hashtag2action-ingestion"]))
+    read = _settings_from(monkeypatch, ingestion, IngestSettings)
+    assert (read.max_pixels, read.allowed_roots) == (8294400, [Path("/videos"), Path("/mnt/b")])
+    persons = _env(_server(deployments["hashtag2action-persons"]))
+    assert _settings_from(monkeypatch, persons, DetectorPoolSettings).size == 2
+    # Each service gets only its own settings.
+    assert "H2A_PERSONS_POOL_SIZE" not in ingestion
+    assert not [name for name in persons if name.startswith("H2A_INGEST_")]
+
+
+PERSONS_SIZED = {
+    "defaults": {},
+    "pool-6-with-memory-per-the-values-comment": {
+        "services": {
+            "persons": {"config": {"poolSize": 6}, "resources": {"limits": {"memory": "5500Mi"}}}
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("values", PERSONS_SIZED.values(), ids=PERSONS_SIZED.keys())
+def test_the_persons_memory_limit_holds_its_detector_pool(render_chart, checks, values) -> None:
+    checks.assert_persons_memory_fits(render_chart(values))
+
+
 def test_weights_from_the_image(render_chart, checks) -> None:
     weights = {"source": "image", "path": "/opt/weights/yolo11n-pose.pt"}
     objects = render_chart({"services": {"persons": {"config": {"weights": weights}}}})
@@ -237,6 +304,18 @@ INVALID_VALUES = {
     "external-store-without-secret": (
         {"minio": {"enabled": False}, "store": {"endpoint": "s3:9000"}},
         "/store/existingSecret",
+    ),
+    "relative-allowed-root": (
+        {"services": {"ingestion": {"config": {"allowedRoots": ["videos"]}}}},
+        "/services/ingestion/config/allowedRoots/0",
+    ),
+    "no-pixel-ceiling": (
+        {"services": {"ingestion": {"config": {"maxPixels": 0}}}},
+        "/services/ingestion/config/maxPixels",
+    ),
+    "persons-pool-over-the-settings-bound": (
+        {"services": {"persons": {"config": {"poolSize": 65}}}},
+        "/services/persons/config/poolSize",
     ),
     "image-weights-without-path": (
         {"services": {"persons": {"config": {"weights": {"source": "image"}}}}},

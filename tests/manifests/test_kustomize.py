@@ -74,6 +74,11 @@ def test_base_serves_each_service_over_grpc(kustomize, checks) -> None:
     assert {obj["metadata"]["namespace"] for obj in objects} == {"hashtag2action"}
 
 
+@pytest.mark.parametrize("tree", ("base", "overlays/dev", "overlays/prod"))
+def test_the_persons_memory_limit_holds_its_detector_pool(kustomize, checks, tree) -> None:
+    checks.assert_persons_memory_fits(kustomize(tree))
+
+
 def test_dev_overlay_runs_a_single_node_minio(kustomize, checks) -> None:
     objects = kustomize("overlays/dev")
     assert {obj["metadata"]["namespace"] for obj in objects} == {"h2a-dev"}
