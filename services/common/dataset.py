@@ -477,10 +477,15 @@ class Dataset:
         return self.store.get_json(key) if self.store.exists(key) else None
 
     def export(self, out: Path) -> Path:
-        """Copy the published views, report and plots (not the parts) to ``out/{name}/``."""
+        """Copy the published views, report and plots (not the parts or training shards) to
+        ``out/{name}/``."""
         target = Path(out) / self.name
         prefix = self.store.dataset_prefix(self.name)
-        internal = (self.store.part_prefix(self.name), self.store.quarantine_prefix(self.name))
+        internal = (
+            self.store.part_prefix(self.name),
+            self.store.quarantine_prefix(self.name),
+            self.store.shard_prefix(self.name),
+        )
         for key in self.store.list(prefix):
             if not key.startswith(internal):
                 destination = target / key[len(prefix) :]

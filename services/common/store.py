@@ -8,6 +8,7 @@ Layout (content-addressed, defined here once; ``LAYOUT_PREFIXES`` are its top-le
     manifests/{dataset}/{name}                manifests, labels, reports of a dataset
     manifests/{dataset}/parts/{name}.jsonl    a part of a dataset's records
     manifests/{dataset}/quarantine/{name}     what a dataset set aside as unreadable
+    manifests/{dataset}/shards/{name}         its training shards (WebDataset tars), index.json
     models/{name}                             detector weights and other model files
     checkpoints/{run}/{name}                  training checkpoints
     state/{name}                              resumable state of long jobs
@@ -24,8 +25,9 @@ with its bytes or not at all:
 An object inside the layout without a sum is *absent* (stat None, reads ObjectNotFound, not
 listed locally): it is a put that did not finish, and the next writer simply writes it again.
 Objects outside the layout (a benchmark uploaded by hand) may have no sum and are read
-unverified. Every read of an object with a sum verifies it; ``put_file`` checks the bytes
-already stored before it skips an upload, and rewrites them when they do not verify.
+unverified. Every read of an object with a sum verifies it (a stream read, ``open_stream``,
+when it reaches the end); ``put_file`` checks the bytes already stored before it skips an upload,
+and rewrites them when they do not verify.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ __all__ = [
     "LocalTransport",
     "ObjectInfo",
     "S3Transport",
+    "VerifyingReader",
     "file_digests",
     "file_sha256",
 ]
@@ -177,6 +180,50 @@ def _in_layout(key: str) -> bool:
     return key.startswith(LAYOUT_PREFIXES)
 
 
+class VerifyingReader:
+    """A binary stream that hashes the bytes read through it; the read that meets the end
+    raises IntegrityError unless they hash to ``sha256`` (None: nothing to check).
+
+    Args:
+        raw: the stream read from (anything with ``read(n)``).
+        sha256: the sum the whole stream must have.
+        key: names the object in the error.
+    """
+
+    def __init__(self, raw: Any, sha256: str | None, key: str) -> None:
+        self._raw = raw
+        self._expected = sha256
+        self._digest = hashlib.sha256()
+        self._ended = False
+        self.key = key
+        self.size = 0
+        """Bytes read so far."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._raw.read() if size is None or size < 0 else self._raw.read(size)
+        if data:
+            self._digest.update(data)
+            self.size += len(data)
+        elif size != 0 and not self._ended:
+            self._ended = True
+            actual = self._digest.hexdigest()
+            if self._expected and actual != self._expected:
+                raise IntegrityError(
+                    f"object {self.key!r} has sha256 {actual[:12]}…, "
+                    f"expected {self._expected[:12]}…",
+                    key=self.key,
+                )
+        return data
+
+    def drain(self) -> None:
+        """Read (and hash) the rest, so the end is checked."""
+        while self.read(_CHUNK):
+            pass
+
+
 class Transport(Protocol):
     """Raw object I/O; ``ClipStore`` owns layout, validation and integrity.
 
@@ -197,6 +244,11 @@ class Transport(Protocol):
 
     def holds(self, key: str, sha256: str) -> bool:
         """Whether the stored bytes of ``key`` hash to ``sha256`` (reads them all)."""
+        ...
+
+    def open_stream(self, key: str) -> contextlib.AbstractContextManager[tuple[Any, str | None]]:
+        """The object's bytes as a binary stream (``read(n)``) and its recorded sha256 (None if
+        not recorded); ObjectNotFound when absent."""
         ...
 
     def delete(self, key: str) -> None: ...
@@ -310,6 +362,21 @@ class LocalTransport:
                 raise ObjectNotFound(f"no object {key!r} in {self.root}", key=key)
             shutil.copyfile(self._path(key), dest)
         return recorded
+
+    @contextlib.contextmanager
+    def open_stream(self, key: str) -> Iterator[tuple[IO[bytes], str | None]]:
+        with contextlib.ExitStack() as stack:
+            # The lock only pairs sidecar and object: an open file keeps reading the bytes it
+            # opened (a put replaces the name), so a long read does not hold writers back.
+            with self._locked(key, exclusive=False):
+                recorded = self._recorded_sum(key)
+                try:
+                    if recorded is None and _in_layout(key):
+                        raise FileNotFoundError(key)
+                    handle = stack.enter_context(open(self._path(key), "rb"))
+                except (FileNotFoundError, IsADirectoryError):
+                    raise ObjectNotFound(f"no object {key!r} in {self.root}", key=key) from None
+            yield handle, recorded
 
     def stat(self, key: str) -> ObjectInfo | None:
         if not self._path(key).is_file():
@@ -441,6 +508,13 @@ class S3Transport:
             finally:
                 response.close()
                 response.release_conn()
+
+    @contextlib.contextmanager
+    def open_stream(self, key: str) -> Iterator[tuple[Any, str | None]]:
+        # Reads happen inside _body's error mapping: a connection lost mid-stream is
+        # StoreUnavailable like any other.
+        with self._body(key) as response:
+            yield response, response.headers.get(self._SHA_HEADER)
 
     def get_file(self, key: str, dest: Path) -> str | None:
         with self._body(key) as response, open(dest, "wb") as handle:
@@ -590,6 +664,16 @@ class ClipStore:
     def quarantine_key(dataset: str, name: str) -> str:
         """What a dataset set aside: ``manifests/{dataset}/quarantine/{name}``."""
         return _validate_key(f"{ClipStore.quarantine_prefix(dataset)}{name}")
+
+    @staticmethod
+    def shard_prefix(dataset: str) -> str:
+        """The folder of a dataset's training shards: ``manifests/{dataset}/shards/``."""
+        return f"{ClipStore.dataset_prefix(dataset)}shards/"
+
+    @staticmethod
+    def shard_key(dataset: str, name: str) -> str:
+        """A training shard or the shard index: ``manifests/{dataset}/shards/{name}``."""
+        return f"{ClipStore.shard_prefix(dataset)}{_validate_part(name)}"
 
     @staticmethod
     def model_key(name: str) -> str:
@@ -856,6 +940,36 @@ class ClipStore:
         if not self.exists(key):
             return []
         return [line for line in self.get_text(key).splitlines() if line.strip()]
+
+    @contextlib.contextmanager
+    def open_stream(self, key: str, sha256: str | None = None) -> Iterator[VerifyingReader]:
+        """An object's bytes as a stream, read as they arrive (nothing is copied first).
+
+        The stream hashes what passes through it and raises IntegrityError when a read reaches
+        the end of bytes that do not match, so bytes read before the end are unverified until
+        then: read to the end (``VerifyingReader.drain``) before trusting what was read.
+
+        Args:
+            key: the object's key.
+            sha256: the sum the bytes must have; default: the object's recorded sum (objects
+                outside the layout may have none and are read unverified).
+
+        Yields:
+            The open stream; it is closed on leaving the context.
+
+        Raises:
+            ObjectNotFound: no such object, or an unfinished one (in the layout, no sum).
+            IntegrityError: the object records another sum than ``sha256`` (before any read),
+                or its bytes do not match (at the end).
+            StoreUnavailable: the backend cannot be reached, before or while reading.
+        """
+        with self.transport.open_stream(_validate_key(key)) as (raw, recorded):
+            if sha256 and recorded and recorded != sha256:
+                raise IntegrityError(
+                    f"object {key!r} records sha256 {recorded[:12]}…, expected {sha256[:12]}…",
+                    key=key,
+                )
+            yield VerifyingReader(raw, sha256 or recorded, key)
 
     @contextlib.contextmanager
     def open_local(self, ref: ObjectRef | str) -> Iterator[Path]:
