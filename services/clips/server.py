@@ -56,8 +56,11 @@ class ClipsServicer(clips_pb2_grpc.ClipEncodingServicer):
         with self._store.open_local(ref) as path:
             info = probe(path)
             check_segment(segment, info)
-            clip = encode_clip(path, ref.sha256, segment, self._store, self._settings, info)
-        return clips_pb2.EncodeClipResponse(clip=to_message(clip, common_pb2.ObjectRef))
+            encoded = encode_clip(path, ref.sha256, segment, self._store, self._settings, info)
+        return clips_pb2.EncodeClipResponse(
+            clip=to_message(encoded.clip, common_pb2.ObjectRef),
+            media=to_message(encoded.media, clips_pb2.ClipMedia),
+        )
 
 
 def main() -> None:

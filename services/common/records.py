@@ -13,7 +13,9 @@ from typing import Any
 
 __all__ = [
     "STAGES",
+    "ClipMedia",
     "ClipRecord",
+    "EncodedClip",
     "FailedAttempt",
     "ObjectRef",
     "Outcome",
@@ -114,6 +116,36 @@ class FailedAttempt:
 
 
 @dataclass(frozen=True, slots=True)
+class ClipMedia:
+    """What an encoded clip file holds, measured on the file after encoding.
+
+    The training loader reads these instead of probing every clip every epoch; the encoding
+    fields say how the clip was written for training reads (``ClipSettings``).
+    """
+
+    frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    codec: str
+    keyframe_interval: int
+    """The most frames between two keyframes (0: the encoder's default)."""
+    bframes: int
+    """The decoder's reorder delay in frames: 0 for a clip without B-frames."""
+    signature: str = ""
+    """The clip's perceptual signature (hex), for near-duplicate and contamination checks."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedClip:
+    """The clip stage's result: the stored clip and what it holds."""
+
+    clip: ObjectRef
+    media: ClipMedia
+
+
+@dataclass(frozen=True, slots=True)
 class ClipRecord:
     """A curated clip with its full provenance; one JSON line in ``clips.jsonl``.
 
@@ -132,6 +164,8 @@ class ClipRecord:
     person_scores: tuple[float, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=utc_now)
+    media: ClipMedia | None = None
+    """None for records written before clips carried it: the loader then probes the file."""
 
     @property
     def duration_s(self) -> float:
@@ -149,6 +183,8 @@ class ClipRecord:
         """The record from its ``asdict`` form (``to_json`` parsed)."""
         fields = {**data, "clip": ObjectRef(**data["clip"])}
         fields["person_scores"] = tuple(data.get("person_scores", ()))
+        if data.get("media") is not None:
+            fields["media"] = ClipMedia(**data["media"])
         return cls(**fields)
 
 

@@ -16,6 +16,7 @@ typed error, instead of deep inside a stage.
 from __future__ import annotations
 
 import bisect
+import io
 import logging
 import math
 import sys
@@ -117,16 +118,22 @@ class Timeline:
         return self.keyframes[position - 1] if position else 0
 
 
-def _open(path: Path) -> av.container.InputContainer:
-    path = Path(path)
-    if not path.is_file():
-        raise UnreadableVideo(f"{path.name}: no such file", path=str(path))
-    if path.stat().st_size == 0:
-        raise UnreadableVideo(f"{path.name}: empty file (0 bytes)", path=str(path))
+def _open(source: Path | bytes, name: str) -> av.container.InputContainer:
+    if isinstance(source, bytes):
+        if not source:
+            raise UnreadableVideo(f"{name}: empty file (0 bytes)")
+        opened: str | io.BytesIO = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UnreadableVideo(f"{name}: no such file", path=str(path))
+        if path.stat().st_size == 0:
+            raise UnreadableVideo(f"{name}: empty file (0 bytes)", path=str(path))
+        opened = str(path)
     try:
-        return av.open(str(path))
+        return av.open(opened)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        raise UnreadableVideo(f"{path.name}: not a readable container ({error})") from error
+        raise UnreadableVideo(f"{name}: not a readable container ({error})") from error
 
 
 def _nominal_rate(stream: av.VideoStream) -> Fraction | None:
@@ -194,24 +201,29 @@ class VideoReader:
     """An open video: its ``Timeline`` and its frames by display index.
 
     Args:
-        path: a local video file.
+        path: a local video file, or a whole file's bytes (a shard member).
         fast: skip H.264 deblocking (``skip_loop_filter``), about a fifth of the decoding, for
             analysis that only looks at downscaled frames; never for frames shown or stored.
+        threads: frame and slice threads, the lowest wall time for one pass at a few % more
+            CPU; False decodes on the calling thread (loader workers, one core each).
+        name: how errors name a video given as bytes.
 
     Raises:
         UnreadableVideo: missing, empty, truncated or not a media container.
         NoVideoStream: a valid container without video (audio-only, subtitles).
     """
 
-    def __init__(self, path: Path, fast: bool = False) -> None:
-        self.path = Path(path)
-        self._container = _open(self.path)
+    def __init__(
+        self, path: Path | bytes, fast: bool = False, threads: bool = True, name: str = ""
+    ) -> None:
+        self.path = Path(name or "<bytes>") if isinstance(path, bytes) else Path(path)
+        self._container = _open(path, self.path.name)
         try:
             if not self._container.streams.video:
                 raise NoVideoStream(f"{self.path.name}: the container has no video stream")
             self._stream = self._container.streams.video[0]
-            # Frame and slice threads: the lowest wall time for a pass, at a few % more CPU.
-            self._stream.thread_type = "AUTO"
+            if threads:
+                self._stream.thread_type = "AUTO"
             if fast:
                 self._stream.codec_context.options = {"skip_loop_filter": "all"}
             self.timeline = _timeline(self._container, self._stream)
@@ -374,25 +386,38 @@ def probe(path: Path) -> VideoInfo:
         )
 
 
-def read_frames(path: Path, indices: Sequence[int]) -> np.ndarray:
-    """Decode the frames at ``indices`` as uint8 RGB ``(T, H, W, 3)`` with decord.
+def read_frames(
+    source: Path | bytes, indices: Sequence[int], threads: bool = True, name: str = ""
+) -> np.ndarray:
+    """Decode the frames at ``indices`` as uint8 RGB ``(T, H, W, 3)``, upright, full size.
 
-    For clips (upright, written by ``write_clip``): no rotation is applied. Indices past the
-    decodable end are clamped to the last frame (container counts can be off by a frame or two);
-    an unreadable file raises UnreadableVideo.
+    One forward pass from the keyframe before the first index (``VideoReader.sample``): frames
+    between the wanted ones are decoded only when others refer to them, so a strided training
+    window of a clip ``write_clip`` wrote costs its reference frames plus the wanted ones.
+    Indices past the end are clamped to the last frame (list frame counts can be off by one or
+    two).
+
+    Args:
+        source: a local video file or a whole file's bytes (a shard member).
+        threads: decoder threads (see ``VideoReader``); False in loader workers.
+        name: how errors name a video given as bytes.
+
+    Raises:
+        UnreadableVideo: the file cannot be read, or a wanted frame cannot be decoded.
     """
-    from decord import DECORDError, cpu
-    from decord import VideoReader as DecordReader
-
-    try:
-        reader = DecordReader(str(path), ctx=cpu(0), num_threads=1)
-        last = len(reader) - 1
+    with VideoReader(source, threads=threads, name=name) as video:
+        last = video.timeline.frame_count - 1
         if last < 0:
-            raise UnreadableVideo(f"{Path(path).name}: no decodable frames")
+            raise UnreadableVideo(f"{video.path.name}: no decodable frames")
         clamped = [min(max(int(i), 0), last) for i in indices]
-        return reader.get_batch(clamped).asnumpy()
-    except DECORDError as error:
-        raise UnreadableVideo(f"{Path(path).name}: decord failed ({error})") from error
+        found = video.sample(clamped, max(video.size), format="rgb24")
+    missing = sorted(set(clamped) - found.keys())
+    if missing:
+        raise UnreadableVideo(
+            f"{video.path.name}: {len(missing)} of the wanted frames cannot be decoded",
+            frames=missing[:8],
+        )
+    return np.stack([found[index] for index in clamped])
 
 
 def iter_frames(
@@ -438,6 +463,8 @@ def write_clip(
     crf: int = 23,
     preset: str = X264_PRESET,
     info: VideoInfo | None = None,
+    keyframe_interval: int = 0,
+    bframes: int = -1,
 ) -> int:
     """Re-encode frames ``[start_frame, end_frame)`` of ``source`` to an upright H.264 mp4.
 
@@ -448,6 +475,8 @@ def write_clip(
 
     Args:
         info: the source's probe record (probed here when not given).
+        keyframe_interval: the most frames between keyframes (0: x264's default, 250).
+        bframes: the most consecutive B-frames (-1: the preset's).
 
     Returns:
         The number of frames written: fewer than asked when some could not be decoded (the
@@ -468,6 +497,13 @@ def write_clip(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = timeline.time_base
         stream.options = {"crf": str(crf), "preset": preset}
+        if keyframe_interval:
+            stream.options["g"] = str(keyframe_interval)
+        if bframes >= 0:
+            stream.options["bf"] = str(bframes)
+        # B-frames that nothing references: a reader that wants every 4th frame (the training
+        # window) skips decoding them (``VideoReader.frames(wanted=...)``), for 1.5% more bytes.
+        stream.options["b-pyramid"] = "none"
         scaler = av.video.reformatter.VideoReformatter()  # one for all frames, see arrays()
         origin = None
         # Each frame shows until the next source frame: the muxer ends the clip at the latest

@@ -34,8 +34,8 @@ from services.common.dataset import REVIEW_REASON, VIEW_NAMES, Dataset, Snapshot
 from services.common.errors import DownloadFailed, H2AError, InvalidSource
 from services.common.records import (
     ClipRecord,
+    EncodedClip,
     FailedAttempt,
-    ObjectRef,
     Outcome,
     Rejection,
     Segment,
@@ -97,7 +97,7 @@ class Stages(Protocol):
     def ingest(self, item: SourceItem) -> IngestedVideo: ...
     def scenes(self, video: IngestedVideo) -> SceneResult: ...
     def persons(self, video: IngestedVideo, scene: Segment) -> PersonResult: ...
-    def clip(self, video: IngestedVideo, segment: Segment) -> ObjectRef: ...
+    def clip(self, video: IngestedVideo, segment: Segment) -> EncodedClip: ...
 
 
 @dataclass
@@ -183,7 +183,7 @@ class LocalStages:
             self._finish(video)  # the driver files it for review: no clip stage follows
         return result
 
-    def clip(self, video: IngestedVideo, segment: Segment) -> ObjectRef:
+    def clip(self, video: IngestedVideo, segment: Segment) -> EncodedClip:
         with self._local(video, last=True) as path:
             return encode_clip(
                 path, video.source_id, segment, self.store, self.settings.clips, video.info
@@ -258,11 +258,12 @@ def curate_one(
             )
         stage = "clips"
         segment = choose_segment(scenes.longest, persons, clip_settings)
-        clip = stages.clip(video, segment)
+        encoded = stages.clip(video, segment)
     except H2AError as error:
         return _failure(item, stage, error, video.source_id)
     return ClipRecord(
-        clip=clip,
+        clip=encoded.clip,
+        media=encoded.media,
         source_id=video.source_id,
         source=item.location,
         hashtag=item.hashtag,

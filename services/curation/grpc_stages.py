@@ -33,7 +33,7 @@ from services.clips import server as clips_server
 from services.common.errors import ConfigError, DeadlineExceeded, ServiceUnavailable
 from services.common.grpc_runtime import error_from_rpc
 from services.common.messages import from_message, to_message
-from services.common.records import STAGES, ObjectRef, Segment
+from services.common.records import STAGES, ClipMedia, EncodedClip, ObjectRef, Segment
 from services.ingestion import server as ingestion_server
 from services.ingestion.server import item_to_proto, video_from_proto
 from services.ingestion.sources import IngestedVideo, SourceItem
@@ -169,13 +169,16 @@ class GrpcStages:
         )
         return person_result_from_proto(self._call("persons", self._persons.DetectPersons, request))
 
-    def clip(self, video: IngestedVideo, segment: Segment) -> ObjectRef:
+    def clip(self, video: IngestedVideo, segment: Segment) -> EncodedClip:
         request = clips_pb2.EncodeClipRequest(
             video=to_message(video.raw, common_pb2.ObjectRef),
             source_id=video.source_id,
             segment=to_message(segment, common_pb2.Segment),
         )
-        return from_message(self._call("clips", self._clips.EncodeClip, request).clip, ObjectRef)
+        reply = self._call("clips", self._clips.EncodeClip, request)
+        return EncodedClip(
+            from_message(reply.clip, ObjectRef), from_message(reply.media, ClipMedia)
+        )
 
     def close(self) -> None:
         for channel in self._channels.values():

@@ -17,7 +17,31 @@ class EncodeClipRequest(_message.Message):
     def __init__(self, video: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., source_id: _Optional[str] = ..., segment: _Optional[_Union[_common_pb2.Segment, _Mapping]] = ...) -> None: ...
 
 class EncodeClipResponse(_message.Message):
-    __slots__ = ("clip",)
+    __slots__ = ("clip", "media")
     CLIP_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
     clip: _common_pb2.ObjectRef
-    def __init__(self, clip: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+    media: ClipMedia
+    def __init__(self, clip: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., media: _Optional[_Union[ClipMedia, _Mapping]] = ...) -> None: ...
+
+class ClipMedia(_message.Message):
+    __slots__ = ("frames", "fps", "duration_s", "width", "height", "codec", "keyframe_interval", "bframes", "signature")
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    KEYFRAME_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    BFRAMES_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    codec: str
+    keyframe_interval: int
+    bframes: int
+    signature: str
+    def __init__(self, frames: _Optional[int] = ..., fps: _Optional[float] = ..., duration_s: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., codec: _Optional[str] = ..., keyframe_interval: _Optional[int] = ..., bframes: _Optional[int] = ..., signature: _Optional[str] = ...) -> None: ...

@@ -16,14 +16,22 @@ from services.common.video import probe
 def test_encode_clip_writes_h264_at_short_side(local_store: ClipStore, carphone: Path):
     segment = Segment(10, 115, 29.97)
     source = probe(carphone)
-    ref = encode_clip(carphone, "src123", segment, local_store, ClipSettings(), source)
+    encoded = encode_clip(carphone, "src123", segment, local_store, ClipSettings(), source)
+    ref, media = encoded.clip, encoded.media
     assert ref.key == ClipStore.clip_key("src123", 10, 115)
     with local_store.open_local(ref) as path:
         info = probe(path)
     assert (info.codec, info.short_side, info.frame_count) == ("h264", 320, 105)
     assert info.width == 392  # 176x144 scaled to short side 320, even width
+    # The media record is what the file holds, written for strided training reads.
+    assert (media.frames, media.width, media.height, media.codec) == (105, 392, 320, "h264")
+    assert media.duration_s == pytest.approx(info.duration_s)
+    assert media.keyframe_interval <= ClipSettings().keyframe_interval
+    assert media.bframes > 0
     # The same request finds the stored clip instead of encoding again.
-    assert encode_clip(carphone, "src123", segment, local_store, ClipSettings(), source) == ref
+    again = encode_clip(carphone, "src123", segment, local_store, ClipSettings(), source)
+    assert again.clip == ref
+    assert again.media == media
 
 
 @pytest.mark.parametrize(
