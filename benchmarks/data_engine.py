@@ -15,17 +15,31 @@ Goals on the TikTok-shaped inputs: engine <= 1.3x (floor + detector), >= 2x fast
 baseline, and a peak RSS that does not grow with the video's length. The second table splits
 the baseline; the third measures the detector's input-size policy on wide shots (the sample
 footage shrunk into a 1920x1080 canvas), which chose ``PersonSettings.max_downscale``.
+The services section starts the four gRPC services as processes on 127.0.0.1 (one store
+folder, as ``python -m services.<name>`` in their pods) and curates ``--services-videos``
+distinct TikTok-shaped 20 s videos through them (``h2a curate --services``'s path), once with
+one persons pool worker and once with two (``H2A_PERSONS_POOL_SIZE``): videos per minute of
+wall time, and the CPU the service processes (pool workers included) spent per video. The
+services' logs are left beside the cached media.
 
 CPU time is the process's (``time.process_time``: every thread, FFmpeg's and torch's included),
 taken after the detector has been loaded and warmed up. Best of ``--repeat`` runs. Run:
 
     .venv/bin/python benchmarks/data_engine.py [--repeat 2] [--min-seconds 2.0]
+        [--section all|engine|services] [--services-videos 6] [--services-in-flight 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +57,8 @@ from services.common.records import Segment
 from services.common.samples import SAMPLE_HASHTAGS, sample_video
 from services.common.store import ClipStore
 from services.common.video import VideoReader, iter_frames, probe, write_clip, write_frames
-from services.curation.curate import CurateSettings, LocalStages
+from services.curation.curate import CurateSettings, LocalStages, curate
+from services.curation.grpc_stages import GrpcStages
 from services.curation.segment import choose_segment
 from services.ingestion.sources import SourceItem
 from services.persons.detect import (
@@ -79,6 +94,10 @@ WIDE_SHOTS = (
     ("bigbuckbunny.mp4", (0, 132), 0.5),
 )
 POLICIES = {"640 fixed": 0.0, "down 3x": 3.0, "down 2x": 2.0, "down 1.5x": 1.5}
+SERVICE_NAMES = ("ingestion", "scenes", "persons", "clips")
+POOL_SIZES = (1, 2)
+# Loading torch and the detector in every pool worker takes a while on a busy machine.
+_SERVICE_START_S = 300.0
 
 
 def _cpu(call: Callable[..., Any], *args: Any) -> tuple[Any, float]:
@@ -327,6 +346,154 @@ def _policy_table(settings: PersonSettings) -> None:
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return probe_socket.getsockname()[1]
+
+
+def _tree_cpu(roots: list[int]) -> float:
+    """CPU seconds (user + system) of the processes ``roots`` and all their descendants alive."""
+    parents, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the parenthesised command name: state, ppid, ..., utime, stime.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we listed /proc
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = int(fields[11]) + int(fields[12])
+
+    def in_tree(pid: int) -> bool:
+        while pid > 1:
+            if pid in roots:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return sum(ticks for pid, ticks in cpu.items() if in_tree(pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_services(
+    store_root: Path, readable: Path, pool_size: int, min_seconds: float, logs: Path
+) -> tuple[dict[str, subprocess.Popen[bytes]], dict[str, str]]:
+    """The four services as processes on loopback ports, one local store folder between them."""
+    env = {
+        **os.environ,
+        "H2A_GRPC_HOST": "127.0.0.1",
+        "H2A_GRPC_GRACE_S": "5",
+        "H2A_STORE_BACKEND": "local",
+        "H2A_STORE_ROOT": str(store_root),
+        "H2A_INGEST_ALLOWED_ROOTS": json.dumps([str(readable)]),
+        "H2A_PERSONS_POOL_SIZE": str(pool_size),
+        "H2A_CLIPS_MIN_SECONDS": str(min_seconds),
+        "H2A_LOG_LEVEL": "WARNING",
+    }
+    processes, addresses = {}, {}
+    for name in SERVICE_NAMES:
+        port = _free_port()
+        with (logs / f"{name}-pool{pool_size}.log").open("wb") as log:
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                env={**env, "H2A_GRPC_PORT": str(port)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        addresses[name] = f"127.0.0.1:{port}"
+    return processes, addresses
+
+
+def _stop_services(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        process.send_signal(signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_serving(stages: GrpcStages, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + _SERVICE_START_S
+    while True:
+        dead = [name for name, process in processes.items() if process.poll() is not None]
+        if dead:
+            raise RuntimeError(f"service(s) {', '.join(dead)} exited while starting")
+        try:
+            stages.check_health()
+            return
+        except H2AError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def _services_run(
+    folder: Path, pool_size: int, min_seconds: float, in_flight: int
+) -> dict[str, Any]:
+    """One curate of ``folder`` over freshly started services; wall time from the first call."""
+    with tempfile.TemporaryDirectory(prefix="h2a-bench-services-") as scratch:
+        store_root = Path(scratch) / "store"
+        processes, addresses = _start_services(store_root, folder, pool_size, min_seconds, MEDIA)
+        try:
+            with GrpcStages.from_addresses(addresses, deadline_s=600) as stages:
+                _wait_serving(stages, processes)
+                store = ClipStore.from_settings(StoreSettings(backend="local", root=store_root))
+                pids = [process.pid for process in processes.values()]
+                cpu = _tree_cpu(pids)
+                started = time.monotonic()
+                summary = curate(
+                    str(folder),
+                    stages,
+                    store,
+                    "bench",
+                    workers=in_flight,
+                    progress=False,
+                    clip_settings=ClipSettings(min_seconds=min_seconds),
+                )
+                wall = time.monotonic() - started
+                cpu = _tree_cpu(pids) - cpu
+        finally:
+            _stop_services(processes)
+    return {"wall": wall, "cpu": cpu, "summary": summary}
+
+
+def _services_table(videos: int, min_seconds: float, in_flight: int) -> None:
+    """Videos per minute through the four services with 1 and 2 persons pool workers."""
+    in_flight = min(in_flight, videos)
+    folder = MEDIA / f"services-{videos}" / "talking"
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(videos):
+        copy = folder / f"tiktok-20s-{index}.mp4"
+        if not copy.is_file():
+            # Distinct bytes, so no video is taken for another one already ingested.
+            shutil.copyfile(_tiktok(20, keyframe_interval=60 * (index % 2)), copy)
+            with copy.open("ab") as tail:
+                tail.write(bytes(index))
+    header = (
+        f"{'persons pool workers':<22}{'videos':>7}{'in flight':>10}{'wall s':>8}"
+        f"{'videos/min':>12}{'service CPU-s/video':>21}  outcomes"
+    )
+    print(header)
+    print("-" * len(header))
+    for pool_size in POOL_SIZES:
+        run = _services_run(folder, pool_size, min_seconds, in_flight)
+        summary = run["summary"]
+        outcomes = f"{summary.clips} clips, {summary.review} review, {summary.rejected} rejected"
+        print(
+            f"{pool_size:<22}{videos:>7}{in_flight:>10}{run['wall']:>8.1f}"
+            f"{videos / run['wall'] * 60:>12.1f}{run['cpu'] / videos:>21.2f}  {outcomes}"
+        )
+    print(
+        f"TikTok-shaped 1080x1920 30 fps 20 s videos ({os.cpu_count()} CPUs), curated with "
+        f"{in_flight} videos in flight over the four services on 127.0.0.1 (gRPC, one local "
+        "store folder); wall time from the first call, services already SERVING (every pool "
+        "worker has loaded its model); service CPU: all service processes, pool workers included"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=2, help="runs per video; the best is kept")
@@ -336,8 +503,24 @@ def main() -> None:
         default=2.0,
         help="clip lower bound (2.0 lets bikes' 2.4 s longest scene encode)",
     )
+    parser.add_argument("--section", choices=("all", "engine", "services"), default="all")
+    parser.add_argument(
+        "--services-videos",
+        type=int,
+        default=6,
+        help="TikTok-shaped videos curated through the gRPC services per persons pool size",
+    )
+    parser.add_argument(
+        "--services-in-flight",
+        type=int,
+        default=4,
+        help="videos the driver curates at once through the services (curate's workers)",
+    )
     args = parser.parse_args()
     MEDIA.mkdir(parents=True, exist_ok=True)
+    if args.section == "services":
+        _services_table(args.services_videos, args.min_seconds, args.services_in_flight)
+        return
     settings = CurateSettings(clips=ClipSettings(min_seconds=args.min_seconds))
     warm = sample_video("carphone_pristine.mp4")
     _detector(warm, sample_indices(Segment(0, 120, 29.97), 10), settings.persons)
@@ -347,6 +530,9 @@ def main() -> None:
     baselines = _engine_table(settings, args.repeat)
     print()
     _baseline_table(baselines)
+    if args.section == "all":
+        print()
+        _services_table(args.services_videos, args.min_seconds, args.services_in_flight)
 
 
 if __name__ == "__main__":
