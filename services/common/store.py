@@ -437,13 +437,23 @@ class S3Transport:
     _SHA_HEADER = "x-amz-meta-sha256"
 
     def __init__(self, settings: StoreSettings) -> None:
+        self._settings = settings
+        self.bucket = settings.bucket
+        self.part_size: int | None = settings.multipart_mb * 1024 * 1024
+        self._pid = os.getpid()
+        self._client = self._connect()
+        if settings.create_bucket:
+            with self._errors("bucket"):
+                if not self.client.bucket_exists(self.bucket):
+                    self.client.make_bucket(self.bucket)
+
+    def _connect(self) -> Any:
         import certifi
         import urllib3
         from minio import Minio
 
+        settings = self._settings
         access_key, secret_key = _credentials(settings)
-        self.bucket = settings.bucket
-        self.part_size: int | None = settings.multipart_mb * 1024 * 1024
         # minio's own client waits 5 minutes per attempt, 6 attempts: far too long to say "down".
         http_client = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=settings.timeout_s, read=settings.timeout_s),
@@ -454,7 +464,7 @@ class S3Transport:
                 total=settings.retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
             ),
         )
-        self.client = Minio(
+        return Minio(
             settings.endpoint,
             access_key=access_key,
             secret_key=secret_key,
@@ -463,10 +473,17 @@ class S3Transport:
             cert_check=settings.cert_check,
             http_client=http_client,
         )
-        if settings.create_bucket:
-            with self._errors("bucket"):
-                if not self.client.bucket_exists(self.bucket):
-                    self.client.make_bucket(self.bucket)
+
+    @property
+    def client(self) -> Any:
+        """The ``minio`` client of this process.
+
+        A forked child (a DataLoader worker) connects anew: two processes on one pooled
+        connection would read each other's responses.
+        """
+        if self._pid != os.getpid():
+            self._client, self._pid = self._connect(), os.getpid()
+        return self._client
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:
@@ -601,6 +618,9 @@ class ClipStore:
         clean_stale_scratch()
         self._repairs: list[str] = []
         self._repairs_lock = threading.Lock()
+        # Objects open_local hashed in place, with the file state they matched: a loader
+        # reading a clip every epoch hashes it once per process, again only if it changes.
+        self._verified: dict[str, tuple[str, int, int]] = {}
 
     @classmethod
     def from_settings(cls, settings: StoreSettings | None = None) -> ClipStore:
@@ -982,8 +1002,13 @@ class ClipStore:
             want = expected or (recorded.sha256 if recorded else None)
             if want is None and _in_layout(key):
                 raise ObjectNotFound(f"object {key!r} has no recorded sha256", key=key)
-            if want and file_sha256(in_place) != want:
-                raise IntegrityError(f"object {key!r} does not match its sha256", key=key)
+            if want:
+                state = in_place.stat()
+                seen = (want, state.st_size, state.st_mtime_ns)
+                if self._verified.get(key) != seen:
+                    if file_sha256(in_place) != want:
+                        raise IntegrityError(f"object {key!r} does not match its sha256", key=key)
+                    self._verified[key] = seen
             yield in_place
             return
         with scratch_dir("obj-") as folder:
