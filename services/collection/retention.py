@@ -156,7 +156,7 @@ def source_times(store: ClipStore) -> dict[str, datetime | None]:
         note(source_id, None)
     for name in Dataset.names(store):
         snapshot = Dataset(store, name).snapshot()
-        for record in (*snapshot.clips, *snapshot.review, *snapshot.rejections):
+        for record in (*snapshot.all_clips(), *snapshot.review, *snapshot.rejections):
             note(record.source_id, record.created_at)
     return {source_id: min(found) if found else None for source_id, found in times.items()}
 
@@ -204,7 +204,7 @@ def provenance(
         clip_key = store.key_from_uri(clip_key)
     found = []
     for name in Dataset.names(store):
-        for record in Dataset(store, name).snapshot().clips:
+        for record in Dataset(store, name).snapshot().all_clips():
             if (source_id is None or record.source_id == source_id) and (
                 clip_key is None or record.clip.key == clip_key
             ):

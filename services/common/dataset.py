@@ -23,10 +23,24 @@ write and the deletes leaves duplicates of equal version, which the fold drops. 
 compaction that leaves the purged inputs out and writes tombstones for them, so the records are
 gone from the store, not only hidden.
 
+Two screens run on every fold, so they depend on the set of records only, never on the order
+runs committed them in, and a purge undoes what they did:
+
+* near-duplicates: among clips whose record carries a perceptual signature
+  (``services.common.signatures``), clips within ``MATCH_DISTANCE`` of a better one become a
+  ``Duplicate`` naming the kept clip. Better means, in this order: more views
+  (``metadata["view_count"]``), earlier ``created_at``, smaller ``source_id``, smaller clip key.
+  Purging the kept clip's source brings its duplicates back;
+* benchmark contamination: a ``contamination`` line per benchmark (the newest one wins) lists the
+  clips that match one of its videos (``h2a dataset contamination``); those clips are left out
+  as ``Contaminated``, after the duplicates were decided, so a flagged clip's duplicates stay out
+  too.
+
 The lists the trainer and external VideoMAE code read (``pretrain.csv``, ``train.csv``,
-``labels.json``, ``clips.jsonl``, ``review.jsonl``, ``rejections.jsonl``, ``dataset.json``) are
-*views*: derived from a snapshot by ``publish``, rebuilt until they match the parts that exist
-when the publisher finishes, so concurrent publishers converge on the newest state.
+``labels.json``, ``clips.jsonl``, ``review.jsonl``, ``rejections.jsonl``, ``duplicates.jsonl``,
+``contamination.jsonl``, ``dataset.json``) are *views*: derived from a snapshot by ``publish``,
+rebuilt until they match the parts that exist when the publisher finishes, so concurrent
+publishers converge on the newest state.
 """
 
 from __future__ import annotations
@@ -50,7 +64,9 @@ from services.common.records import (
     FailedAttempt,
     Outcome,
     Rejection,
+    utc_now,
 )
+from services.common.signatures import MATCH_DISTANCE, Signature, SignatureIndex
 from services.common.store import ClipStore
 
 __all__ = [
@@ -59,7 +75,9 @@ __all__ = [
     "REVIEW_REASON",
     "VIEW_NAMES",
     "CompactionResult",
+    "Contaminated",
     "Dataset",
+    "Duplicate",
     "Snapshot",
     "iter_outcomes",
     "training_lists",
@@ -77,6 +95,8 @@ VIEW_NAMES = (
     "clips.jsonl",
     "review.jsonl",
     "rejections.jsonl",
+    "duplicates.jsonl",
+    "contamination.jsonl",
     "dataset.json",
 )
 """The published views, written in this order: labels first, so a reader of a list always finds
@@ -93,7 +113,9 @@ LIST_FOLDER = {
 first match wins; ``pretrain`` is the training list of pre-training runs."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
-_KINDS = ("clip", "review", "rejection", "attempt", "purged", "label")
+_KINDS = ("clip", "review", "rejection", "attempt", "purged", "label", "contamination")
+# Lines that are not an input's outcome: compaction keeps them, purges never select them.
+_BOOKKEEPING = ("label", "purged", "contamination")
 _READ_TRIES = 5
 # Sorts before every timed part: the lists of a dataset from before parts existed.
 _LEGACY_PART = f"{0:020d}-legacy000000"
@@ -147,6 +169,39 @@ class _Line:
 
 
 @dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A clip left out as a near-duplicate of the clip ``kept`` (a clip key)."""
+
+    clip: ClipRecord
+    kept: str
+    distance: float
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"outcome": "DUPLICATE", "kept": self.kept, "distance": self.distance}
+            | asdict(self.clip),
+            sort_keys=True,
+            default=str,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Contaminated:
+    """A clip left out because it matches ``video`` of the evaluation set ``benchmark``."""
+
+    clip: ClipRecord
+    benchmark: str
+    video: str
+    distance: float
+
+    def to_json(self) -> str:
+        fields = {"benchmark": self.benchmark, "video": self.video, "distance": self.distance}
+        return json.dumps(
+            {"outcome": "CONTAMINATED", **fields} | asdict(self.clip), sort_keys=True, default=str
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """One consistent state of a dataset: the fold of the parts listed at one moment."""
 
@@ -155,7 +210,8 @@ class Snapshot:
     """Names the set of parts folded (sha256 prefix of their names)."""
     parts: tuple[str, ...]
     clips: tuple[ClipRecord, ...]
-    """One record per clip object, in commit order."""
+    """One record per clip object, in commit order: the dataset's clips, without duplicates
+    and contaminated clips."""
     review: tuple[Rejection, ...]
     rejections: tuple[Rejection, ...]
     pending: tuple[FailedAttempt, ...]
@@ -163,8 +219,22 @@ class Snapshot:
     attempts: dict[str, int]
     """Failed attempts per input since its last outcome."""
     labels: dict[str, int]
+    duplicates: tuple[Duplicate, ...] = ()
+    """Clips left out as near-duplicates of a kept clip, in commit order."""
+    contaminated: tuple[Contaminated, ...] = ()
+    """Clips left out because they match a benchmark's evaluation video."""
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The newest contamination check per benchmark: ``location``, ``videos``, ``created_at``."""
     lines: tuple[_Line, ...] = field(default=(), repr=False)
     """The winning lines (outcomes, tombstones, later attempts, labels): what compaction keeps."""
+
+    def all_clips(self) -> tuple[ClipRecord, ...]:
+        """Every current clip record: the dataset's clips, duplicates and contaminated ones."""
+        return (
+            *self.clips,
+            *(d.clip for d in self.duplicates),
+            *(c.clip for c in self.contaminated),
+        )
 
     @property
     def inputs(self) -> int:
@@ -187,6 +257,8 @@ class Snapshot:
             "clips": len(self.clips),
             "review": len(self.review),
             "rejections": len(self.rejections),
+            "duplicates": len(self.duplicates),
+            "contaminated": len(self.contaminated),
             "pending": len(self.pending),
             "hashtags": len(self.labels),
         }
@@ -194,7 +266,7 @@ class Snapshot:
     def views(self) -> dict[str, str]:
         """The text of each published view, by name (``VIEW_NAMES`` order)."""
 
-        def jsonl(records: Iterable[ClipRecord | Rejection]) -> str:
+        def jsonl(records: Iterable[ClipRecord | Rejection | Duplicate | Contaminated]) -> str:
             return "".join(f"{record.to_json()}\n" for record in records)
 
         def text(lines: list[str]) -> str:
@@ -207,6 +279,8 @@ class Snapshot:
             "clips.jsonl": jsonl(self.clips),
             "review.jsonl": jsonl(self.review),
             "rejections.jsonl": jsonl(self.rejections),
+            "duplicates.jsonl": jsonl(self.duplicates),
+            "contamination.jsonl": jsonl(self.contaminated),
             "dataset.json": json.dumps(self.counts(), indent=2, sort_keys=True) + "\n",
         }
 
@@ -238,9 +312,12 @@ def _fold(dataset: str, parts: list[tuple[str, list[_Line]]]) -> Snapshot:
     labels: dict[str, _Line] = {}
     attempts: dict[str, list[_Line]] = {}
     tombstones: dict[str, _Line] = {}
+    checks: dict[str, _Line] = {}  # benchmark -> its newest contamination line
     for line in sorted(lines.values(), key=lambda item: item.version):
         if line.kind == "label":
             labels.setdefault(line.key, line)
+        elif line.kind == "contamination":
+            checks[line.key] = line
         elif line.kind == "attempt":
             attempts.setdefault(line.key, []).append(line)
         elif line.kind == "purged":
@@ -286,14 +363,23 @@ def _fold(dataset: str, parts: list[tuple[str, list[_Line]]]) -> Snapshot:
     kept = [
         *labels_sorted,
         *tombstones.values(),
+        *checks.values(),
         *winners,
         *(a for tried in since.values() for a in tried),
     ]
+    kept_clips, duplicates = _deduplicate(list(clips.values()))
+    kept_clips, contaminated = _screen(kept_clips, checks.values())
     return Snapshot(
         dataset=dataset,
         version=hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
         parts=names,
-        clips=tuple(clips.values()),
+        clips=tuple(kept_clips),
+        duplicates=tuple(duplicates),
+        contaminated=tuple(contaminated),
+        checks={
+            name: {k: v for k, v in line.record.items() if k != "matches"}
+            for name, line in sorted(checks.items())
+        },
         review=tuple(review),  # type: ignore[arg-type]
         rejections=tuple(rejections),  # type: ignore[arg-type]
         pending=pending,  # type: ignore[arg-type]
@@ -301,6 +387,58 @@ def _fold(dataset: str, parts: list[tuple[str, list[_Line]]]) -> Snapshot:
         labels={line.key: index for index, line in enumerate(labels_sorted)},
         lines=tuple(kept),
     )
+
+
+def _rank(record: ClipRecord) -> tuple[int, str, str, str]:
+    """Sort key of the clip a group of near-duplicates keeps: the first."""
+    views = record.metadata.get("view_count")
+    return (-int(views or 0), record.created_at, record.source_id, record.clip.key)
+
+
+def _deduplicate(clips: list[ClipRecord]) -> tuple[list[ClipRecord], list[Duplicate]]:
+    """Split clips (commit order) into the kept ones and near-duplicates of a kept one.
+
+    Clips are decided best first (``_rank``): a clip within ``MATCH_DISTANCE`` of a clip kept
+    before it is a duplicate of the nearest such clip (ties: the better ranked), so the outcome
+    is the same in whatever order the records were committed. Clips without a signature are
+    kept.
+    """
+    signed = {
+        record.clip.key: Signature.from_hex(record.media.signature)
+        for record in clips
+        if record.media is not None and record.media.signature
+    }
+    if len(signed) < 2:
+        return clips, []
+    index = SignatureIndex()
+    index.add(signed.items())
+    by_key = {record.clip.key: record for record in clips}
+    rank = {key: _rank(by_key[key]) for key in signed}
+    kept: set[str] = set()
+    shadowed: dict[str, tuple[str, float]] = {}
+    for key in sorted(signed, key=rank.__getitem__):
+        found = index.search(signed[key], MATCH_DISTANCE)
+        matches = [(d, rank[k], k) for k, d in found if k in kept]
+        if matches:
+            distance, _, best = min(matches)
+            shadowed[key] = (best, distance)
+        else:
+            kept.add(key)
+    duplicates = [Duplicate(r, *shadowed[r.clip.key]) for r in clips if r.clip.key in shadowed]
+    return [r for r in clips if r.clip.key not in shadowed], duplicates
+
+
+def _screen(
+    clips: list[ClipRecord], checks: Iterable[_Line]
+) -> tuple[list[ClipRecord], list[Contaminated]]:
+    """Split clips into the clean ones and those a contamination check flagged (the nearest
+    benchmark video of the first check, by benchmark name, that flags a clip)."""
+    flagged: dict[str, tuple[str, str, float]] = {}
+    for check in sorted(checks, key=lambda line: line.key):
+        for match in check.record.get("matches", ()):
+            flagged.setdefault(match["clip"], (check.key, match["video"], match["distance"]))
+    contaminated = [Contaminated(r, *flagged[r.clip.key]) for r in clips if r.clip.key in flagged]
+    return [r for r in clips if r.clip.key not in flagged], contaminated
 
 
 class Dataset:
@@ -352,6 +490,32 @@ class Dataset:
             version = f"{part}:{len(lines):08d}"
             lines.append(_Line(version, _kind(result), result.source, asdict(result)))
         return self._write_part(part, lines)
+
+    def add_contamination_check(
+        self, benchmark: str, location: str, videos: int, matches: Iterable[dict[str, Any]]
+    ) -> str:
+        """Commit the result of checking the dataset's clips against one benchmark; it replaces
+        the benchmark's earlier check, so clips it no longer flags come back.
+
+        Args:
+            benchmark: the benchmark's name (``ucf101``).
+            location: where its videos were read (list file or folder).
+            videos: how many videos were signed.
+            matches: ``{"clip": clip key, "video": the benchmark video, "distance": ...}``.
+
+        Returns:
+            The part's key.
+        """
+        part = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+        record = {
+            "location": location,
+            "videos": videos,
+            "matches": sorted(matches, key=lambda match: (match["clip"], match["video"])),
+            "created_at": utc_now(),
+        }
+        return self._write_part(
+            part, [_Line(f"{part}:{0:08d}", "contamination", benchmark, record)]
+        )
 
     def _write_part(self, part: str, lines: Iterable[_Line]) -> str:
         key = self.store.part_key(self.name, part)
@@ -511,7 +675,7 @@ class Dataset:
         kept: list[_Line] = []
         removed: dict[str, _Line] = {}
         for line in snapshot.lines:
-            if line.kind in ("label", "purged") or remove is None or not remove(line.outcome()):
+            if line.kind in _BOOKKEEPING or remove is None or not remove(line.outcome()):
                 kept.append(line)
             else:
                 removed.setdefault(line.key, line)
@@ -546,7 +710,7 @@ class Dataset:
             if skip and self.store.part_key(self.name, part) == skip:
                 continue
             for line in self._read_part(part):
-                if line.kind not in ("label", "purged") and remove(line.outcome()):
+                if line.kind not in _BOOKKEEPING and remove(line.outcome()):
                     return True
         return False
 
@@ -599,7 +763,7 @@ def training_lists(location: str, mode: str, store: ClipStore) -> dict[str, str]
 
 def iter_outcomes(snapshot: Snapshot) -> Iterator[Outcome]:
     """Every current outcome of a snapshot (clips, review, rejections, pending attempts)."""
-    yield from snapshot.clips
+    yield from snapshot.all_clips()
     yield from snapshot.review
     yield from snapshot.rejections
     yield from snapshot.pending

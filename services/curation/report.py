@@ -6,7 +6,9 @@ count range 200-400 / 400-600 / 600-800 / 800+ (pie; small datasets add a "<200"
 pie is never empty), the duration of the source videos in Table C1's bins 3.5-5 s / 5-10 s /
 10+ s, and rejection reasons. Then a contact sheet per hashtag under ``previews/``: frames of a
 few of its clips with every face blurred (``services.curation.previews``), kept in the store
-and named by what they show, so a publish makes only the sheets whose clips changed.
+and named by what they show, so a publish makes only the sheets whose clips changed. The
+duplicates removed and the clips left out by benchmark contamination checks, per hashtag and
+with sample pairs, close it.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import logging
 import shutil
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 # Figures without pyplot: no global state (reports are written from worker threads and servers)
 # and no display backend needed.
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from services.common.dataset import Dataset, Snapshot
+from services.common.dataset import Contaminated, Dataset, Duplicate, Snapshot
 from services.common.errors import ConfigError, H2AError
 from services.common.records import ClipRecord, FailedAttempt, ObjectRef, Rejection
 from services.common.scratch import scratch_dir
@@ -50,6 +53,7 @@ LISTED_HASHTAGS = 40
 """Up to this many hashtags, each has a bar and a table line; more get a histogram and the top
 and bottom ``_EXTREMES`` in tables (a bar per hashtag stops being readable)."""
 _EXTREMES = 20
+_SAMPLE_PAIRS = 10
 
 # (label, low inclusive, high exclusive)
 COUNT_RANGES = (
@@ -196,6 +200,53 @@ def _sheets(
     return lines
 
 
+def _most(counts: Counter[str]) -> dict[str, int]:
+    """The ``_EXTREMES`` largest counts, largest first (ties by name)."""
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:_EXTREMES])
+
+
+def _duplicates(duplicates: Sequence[Duplicate]) -> list[str]:
+    if not duplicates:
+        return ["No near-duplicates among the signed clips."]
+    per_hashtag = Counter(d.clip.hashtag for d in duplicates)
+    lines = [
+        f"{len(duplicates)} duplicates removed over {len(per_hashtag)} hashtags: each is within "
+        "the signature threshold of a clip kept instead (more views, then earlier, then the "
+        "smaller source id); all are in `duplicates.jsonl`.",
+        "",
+        *_table(("hashtag", "duplicates removed"), _most(per_hashtag)),
+        "",
+        "| removed | kept | distance |",
+        "|---|---|---:|",
+    ]
+    lines += [
+        f"| `{d.clip.clip.key}` | `{d.kept}` | {d.distance:g} |" for d in duplicates[:_SAMPLE_PAIRS]
+    ]
+    return lines
+
+
+def _contamination(
+    contaminated: Sequence[Contaminated], checks: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    if not checks:
+        return ["No benchmark was checked (`h2a dataset contamination NAME --benchmark ...`)."]
+    flagged = Counter(c.benchmark for c in contaminated)
+    lines = ["| benchmark | videos checked | clips left out | checked |", "|---|---:|---:|---|"]
+    lines += [
+        f"| {name} | {check.get('videos', 0)} | {flagged[name]} | {check.get('created_at', '')} |"
+        for name, check in checks.items()
+    ]
+    if contaminated:
+        per_hashtag = Counter(c.clip.hashtag for c in contaminated)
+        lines += ["", *_table(("hashtag", "clips left out"), _most(per_hashtag)), ""]
+        lines += ["| clip | benchmark | benchmark video | distance |", "|---|---|---|---:|"]
+        lines += [
+            f"| `{c.clip.clip.key}` | {c.benchmark} | `{c.video}` | {c.distance:g} |"
+            for c in contaminated[:_SAMPLE_PAIRS]
+        ]
+    return lines
+
+
 def build_report(
     dataset: str,
     clips: list[ClipRecord],
@@ -205,6 +256,9 @@ def build_report(
     pending: Sequence[FailedAttempt] = (),
     store: ClipStore | None = None,
     previews: PreviewSettings | None = None,
+    duplicates: Sequence[Duplicate] = (),
+    contaminated: Sequence[Contaminated] = (),
+    checks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write ``report.md``, ``plots/*.png`` and ``previews/*.jpg`` into ``folder``.
 
@@ -217,6 +271,9 @@ def build_report(
         pending: sources without an outcome yet whose last attempt failed (retried later).
         store: the clip store holding the clips; without it the report has no contact sheets.
         previews: how sheets are made (default: ``PreviewSettings()``, env ``H2A_PREVIEWS_*``).
+        duplicates: clips left out as near-duplicates of kept ones.
+        contaminated: clips left out by contamination checks.
+        checks: the contamination check of each benchmark (``Snapshot.checks``).
 
     Returns:
         The report's path.
@@ -257,7 +314,9 @@ def build_report(
         f"# Dataset `{dataset}`",
         "",
         f"{len(clips)} clips ({seconds:.1f} s) over {len(per_hashtag)} hashtags; "
-        f"{len(review)} videos in the person review list, {len(rejections)} other rejections"
+        f"{len(review)} videos in the person review list, {len(rejections)} other rejections, "
+        f"{len(duplicates)} duplicates removed, {len(contaminated)} clips left out as benchmark "
+        "contamination"
         + (
             f", {len(pending)} waiting for a retry (their last attempt failed on an unavailable "
             "store, service or download)."
@@ -292,6 +351,14 @@ def build_report(
         "## Previews",
         "",
         *sheets,
+        "",
+        "## Duplicates removed",
+        "",
+        *_duplicates(duplicates),
+        "",
+        "## Benchmark contamination",
+        "",
+        *_contamination(contaminated, checks or {}),
         "",
     ]
     if len(per_hashtag) > LISTED_HASHTAGS:
@@ -334,6 +401,9 @@ def write_report(
             list(snapshot.pending),
             store,
             previews,
+            snapshot.duplicates,
+            snapshot.contaminated,
+            snapshot.checks,
         )
         for plot in sorted((folder / "plots").glob("*.png")):
             store.put_file(dataset.view_key(f"plots/{plot.name}"), plot)
