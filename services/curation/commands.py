@@ -181,3 +181,32 @@ def compact(name: str) -> None:
     """Fold dataset NAME's parts into one (readers stay fast after many runs)."""
     result = _open(name).compact()
     click.echo(f"compacted {len(result.replaced)} parts into {result.part}")
+
+
+@dataset.command("shards")
+@click.argument("name")
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=1 << 30,
+    show_default=True,
+    help="Target size of a shard in bytes.",
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Rebuild every shard even if the index says nothing changed; rewrites corrupted ones.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def shards(name: str, max_bytes: int, repair: bool, progress: bool) -> None:
+    """Write dataset NAME's clips as WebDataset shards and index.json for training."""
+    from services.common.shards import INDEX_NAME, write_shards
+    from services.common.store import ClipStore
+
+    target = _open(name)
+    index = write_shards(target.store, name, max_bytes=max_bytes, repair=repair, progress=progress)
+    for key in target.store.drain_repairs():
+        click.echo(f"repaired: {key}")
+    uri = target.store.uri(ClipStore.shard_key(name, INDEX_NAME))
+    click.echo(f"{len(index.shards)} shards, {index.samples} samples (version {index.version})")
+    click.echo(f"train with: data.train={uri}")
