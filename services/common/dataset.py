@@ -718,6 +718,7 @@ class Dataset:
 def _folder_names(mode: str) -> dict[str, tuple[str, ...]]:
     names = {split: LIST_FOLDER[split] for split in ("val", "test", "labels")}
     names["train"] = LIST_FOLDER["pretrain" if mode == "pretrain" else "train"]
+    names["records"] = ("clips.jsonl",)  # what the loader knows of each clip without opening it
     return names
 
 
@@ -731,8 +732,9 @@ def training_lists(location: str, mode: str, store: ClipStore) -> dict[str, str]
         store: the store that store prefixes and URIs belong to.
 
     Returns:
-        ``{"train": ..., "val": ..., "test": ..., "labels": ...}`` with the splits found, as
-        local paths or store URIs.
+        ``{"train": ..., "val": ..., "test": ..., "labels": ..., "records": ...}`` with the
+        splits found (``records``: a published dataset's ``clips.jsonl``), as local paths or
+        store URIs.
 
     Raises:
         ConfigError: a dataset with committed parts that was never published.

@@ -351,6 +351,29 @@ class VideoReader:
                 found[index] = _upright(image.to_ndarray(), _rotation(self._stream, frame))
         return found
 
+    def rgb(self, indices: Sequence[int]) -> np.ndarray:
+        """The frames at ``indices`` as uint8 RGB ``(T, H, W, 3)``, upright, full size.
+
+        One forward pass (``sample``): a strided training window of a clip ``write_clip``
+        wrote costs its reference frames plus the wanted ones. Indices past the end are clamped
+        to the last frame (list frame counts can be off by one or two).
+
+        Raises:
+            UnreadableVideo: no frames, or a wanted frame cannot be decoded.
+        """
+        last = self.timeline.frame_count - 1
+        if last < 0:
+            raise UnreadableVideo(f"{self.path.name}: no decodable frames")
+        clamped = [min(max(int(i), 0), last) for i in indices]
+        found = self.sample(clamped, max(self.size), format="rgb24")
+        missing = sorted(set(clamped) - found.keys())
+        if missing:
+            raise UnreadableVideo(
+                f"{self.path.name}: {len(missing)} of the wanted frames cannot be decoded",
+                frames=missing[:8],
+            )
+        return np.stack([found[index] for index in clamped])
+
 
 def probe(path: Path) -> VideoInfo:
     """Measure container, stream, frame count, duration (from timestamps) and rotation.
@@ -389,35 +412,15 @@ def probe(path: Path) -> VideoInfo:
 def read_frames(
     source: Path | bytes, indices: Sequence[int], threads: bool = True, name: str = ""
 ) -> np.ndarray:
-    """Decode the frames at ``indices`` as uint8 RGB ``(T, H, W, 3)``, upright, full size.
-
-    One forward pass from the keyframe before the first index (``VideoReader.sample``): frames
-    between the wanted ones are decoded only when others refer to them, so a strided training
-    window of a clip ``write_clip`` wrote costs its reference frames plus the wanted ones.
-    Indices past the end are clamped to the last frame (list frame counts can be off by one or
-    two).
+    """Decode the frames at ``indices`` as uint8 RGB ``(T, H, W, 3)`` (``VideoReader.rgb``).
 
     Args:
         source: a local video file or a whole file's bytes (a shard member).
         threads: decoder threads (see ``VideoReader``); False in loader workers.
         name: how errors name a video given as bytes.
-
-    Raises:
-        UnreadableVideo: the file cannot be read, or a wanted frame cannot be decoded.
     """
     with VideoReader(source, threads=threads, name=name) as video:
-        last = video.timeline.frame_count - 1
-        if last < 0:
-            raise UnreadableVideo(f"{video.path.name}: no decodable frames")
-        clamped = [min(max(int(i), 0), last) for i in indices]
-        found = video.sample(clamped, max(video.size), format="rgb24")
-    missing = sorted(set(clamped) - found.keys())
-    if missing:
-        raise UnreadableVideo(
-            f"{video.path.name}: {len(missing)} of the wanted frames cannot be decoded",
-            frames=missing[:8],
-        )
-    return np.stack([found[index] for index in clamped])
+        return video.rgb(indices)
 
 
 def iter_frames(

@@ -17,10 +17,19 @@ dataset serves all formats:
 - Something-Something V2: ``labels.json`` (name -> id) and ``train.json``/``validation.json``
   (``id``, ``template`` whose ``[something]`` brackets are removed to match the label names).
 
-Video files are decoded only through ``services.common.video.read_frames``; frame folders are
-read image by image (``FrameFolders`` names the files). An unreadable video is
+Video files are decoded only through ``services.common.video.VideoReader`` (on the worker's
+thread: one worker, one core), from a file or from a shard member's bytes; its demux pass gives
+the frame count, so no video is probed. A published dataset's ``clips.jsonl``
+(``with_clip_records``) adds each clip's sha256, so a store checks a clip once per process, and
+its frame count, so a file that is not the clip it names fails without being hashed. Frame
+folders are read image by image (``FrameFolders`` names the files). An unreadable video is
 never replaced by another one: the item comes back as a ``Rejection`` record, the collate
 function moves it out of the batch, and the engine reports and counts it.
+
+Pre-training's augmentation can wait for the accelerator (``PretrainAugment``): the worker then
+draws each clip's crop and flip under the item's seed and hands over the decoded uint8 frames
+(``Frames``), which ``PretrainAugment.apply_batch`` cuts on the device, a quarter of the bytes
+of ``num_sample`` float clips through shared memory and the host-to-device copy.
 """
 
 from __future__ import annotations
@@ -30,8 +39,9 @@ import csv
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
@@ -42,10 +52,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from services.common.errors import H2AError, ObjectNotFound, UnreadableVideo
-from services.common.records import Rejection
+from services.common.errors import H2AError, IntegrityError, ObjectNotFound, UnreadableVideo
+from services.common.records import ClipRecord, ObjectRef, Rejection
+from services.common.shards import ShardStream
 from services.common.store import ClipStore
-from services.common.video import probe, read_frames
+from services.common.video import VideoReader
+from services.trainer.transforms import Frames, PretrainAugment
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -53,11 +65,13 @@ __all__ = [
     "FrameFolders",
     "MultiViewDataset",
     "ResumableSampler",
+    "ShardVideoDataset",
     "VideoDataset",
     "VideoEntry",
     "build_loader",
     "collate",
     "read_class_names",
+    "read_clip_records",
     "read_entries",
     "read_hmdb51",
     "read_kinetics_csv",
@@ -67,6 +81,7 @@ __all__ = [
     "train_segments",
     "train_window",
     "view_windows",
+    "with_clip_records",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -86,6 +101,10 @@ class VideoEntry:
     """A frame folder's frame count; -1 for a video file (counted when it is opened)."""
     start: int | None = None
     """The number of a frame folder's first frame file; None for the configured default."""
+    video_frames: int = -1
+    """A video file's frame count from its clip record; -1 when there is none."""
+    sha256: str = ""
+    """A video file's sha256 from its clip record."""
 
 
 # --- readers -----------------------------------------------------------------------------
@@ -200,6 +219,22 @@ def read_ssv2(labels_json: Path, split_json: Path, root: str) -> list[VideoEntry
     return entries
 
 
+def with_clip_records(
+    entries: Sequence[VideoEntry], records: Iterable[ClipRecord]
+) -> list[VideoEntry]:
+    """Entries with the frame count and sha256 of the clip records naming their paths (a
+    published dataset's ``clips.jsonl``); other entries as they are."""
+    known = {record.clip.uri: record for record in records}
+    enriched = []
+    for entry in entries:
+        record = known.get(entry.path)
+        if record is not None:
+            frames = record.media.frames if record.media is not None else -1
+            entry = replace(entry, video_frames=frames, sha256=record.clip.sha256)
+        enriched.append(entry)
+    return enriched
+
+
 def read_class_names(path: Path) -> list[str]:
     """Class names by label from ``labels.json`` (name -> id) or ``classInd.txt`` lines."""
     path = Path(path)
@@ -221,6 +256,12 @@ def _read_text(source: str, store: ClipStore | None) -> str:
         raise ObjectNotFound(f"no list file {source!r}")
     key = store.key_from_uri(source) if "://" in source else source
     return store.get_text(key)
+
+
+def read_clip_records(source: str, store: ClipStore | None = None) -> list[ClipRecord]:
+    """The clip records of a published dataset's ``clips.jsonl`` (a path, store URI or key)."""
+    text = _read_text(source, store)
+    return [ClipRecord.from_json(line) for line in text.splitlines() if line.strip()]
 
 
 def read_entries(
@@ -308,12 +349,15 @@ def view_windows(
 
 
 @contextlib.contextmanager
-def _local_file(path: str, store: ClipStore | None) -> Iterator[Path]:
-    """A local path for a plain path or a clip-store URI (``file://`` works without a store)."""
+def _local_file(path: str, store: ClipStore | None, sha256: str = "") -> Iterator[Path]:
+    """A local path for a plain path or a clip-store URI (``file://`` works without a store),
+    verified against ``sha256`` by the store when given (once per process for a local store)."""
     if "://" not in path:
         yield Path(path)
     elif store is not None:
-        with store.open_local(store.key_from_uri(path)) as local:
+        key = store.key_from_uri(path)
+        ref = ObjectRef(key, path, sha256, -1) if sha256 else key
+        with store.open_local(ref) as local:
             yield local
     elif path.startswith("file://"):
         yield Path(path.removeprefix("file://"))
@@ -361,8 +405,28 @@ def _opened(
             raise UnreadableVideo(f"{entry.path}: a frame folder of 0 frames")
         yield entry.frames, partial(_read_frame_files, entry, store, folders)
         return
-    with _local_file(entry.path, store) as path:
-        yield probe(path).frame_count, partial(read_frames, path)
+    with (
+        _local_file(entry.path, store, entry.sha256) as path,
+        _video(path, entry.video_frames, entry.path) as opened,
+    ):
+        yield opened
+
+
+@contextlib.contextmanager
+def _video(
+    source: Path | bytes, expected_frames: int, name: str
+) -> Iterator[tuple[int, FrameReader]]:
+    """A video file or a shard member's bytes, decoded on this thread; a frame count that
+    differs from the clip record's means the file is not the clip the record describes."""
+    with VideoReader(source, threads=False, name=name) as video:
+        frames = video.timeline.frame_count
+        if expected_frames >= 0 and frames != expected_frames:
+            raise IntegrityError(
+                f"{name}: {frames} frames, its clip record says {expected_frames}",
+                frames=frames,
+                expected=expected_frames,
+            )
+        yield frames, video.rgb
 
 
 @contextlib.contextmanager
@@ -392,11 +456,13 @@ class VideoDataset(Dataset):
     """Training clips: ``num_sample`` augmented clips per decoded video.
 
     An item is ``(clips (S, C, T, H, W), labels (S,), masks or None, index)``, or a
-    ``Rejection`` when the video cannot be read. ``masks(generator)`` (pre-training) returns the
-    encoder and decoder masks of one clip from an explicitly seeded generator. Frames come from
-    a random window at ``sampling_rate`` (at ``strides[marker]`` for a video whose path holds
-    ``marker``, case-insensitively: a hybrid list's Something-Something clips at 2), or with
-    ``tsn`` one from each of ``num_frames`` segments.
+    ``Rejection`` when the video cannot be read; with ``deferred`` the clips are ``Frames``
+    (the decoded frames and the draws of ``deferred``, applied later on the accelerator).
+    ``masks(generator)`` (pre-training) returns the encoder and decoder masks of one clip from
+    an explicitly seeded generator. Frames come from a random window at ``sampling_rate`` (at
+    ``strides[marker]`` for a video whose path holds ``marker``, case-insensitively: a hybrid
+    list's Something-Something clips at 2), or with ``tsn`` one from each of ``num_frames``
+    segments.
     """
 
     def __init__(
@@ -412,6 +478,7 @@ class VideoDataset(Dataset):
         tsn: bool = False,
         strides: Mapping[str, int] = _NO_STRIDES,
         folders: FrameFolders = FrameFolders(),
+        deferred: PretrainAugment | None = None,
     ) -> None:
         self.entries = list(entries)
         self.transform = transform
@@ -424,6 +491,7 @@ class VideoDataset(Dataset):
         self.tsn = tsn
         self.strides = {marker.lower(): stride for marker, stride in strides.items()}
         self.folders = folders
+        self.deferred = deferred
 
     def stride_of(self, path: str) -> int:
         lowered = path.lower()
@@ -442,22 +510,85 @@ class VideoDataset(Dataset):
         """``key`` is ``(epoch, index)`` from ``ResumableSampler``: workers need no epoch state."""
         epoch, index = key
         entry = self.entries[index]
-        seed = _item_seed(self.seed, epoch, index)
+        return self.item(
+            entry.path,
+            entry.label,
+            partial(_opened, entry, self.store, self.folders),
+            _item_seed(self.seed, epoch, index),
+            index,
+        )
+
+    def item(
+        self,
+        path: str,
+        label: int,
+        opened: Callable[[], contextlib.AbstractContextManager[tuple[int, FrameReader]]],
+        seed: int,
+        index: int,
+    ) -> Any:
+        """The training item of one video, from ``opened()`` (its frame count and reader):
+        the frames of one window, decoded once, and ``num_sample`` augmentations of them."""
         try:
-            with _opened(entry, self.store, self.folders) as (length, read):
-                frames = read(self.frame_indices(entry.path, length, random.Random(seed)))
+            with opened() as (length, read):
+                frames = read(self.frame_indices(path, length, random.Random(seed)))
         except H2AError as error:
-            return _rejection(entry, error)
-        # Repeated augmentation: one decoded window, num_sample augmented clips of it.
-        clips, masks = [], []
+            return _rejection(path, error)
+        clips, draws, masks = [], [], []
         with _seeded(seed):
             generator = torch.Generator().manual_seed(seed)
             for _ in range(self.num_sample):
-                clips.append(self.transform(frames))
+                if self.deferred is not None:
+                    draws.append(self.deferred.draw(*frames.shape[1:3]))
+                else:
+                    clips.append(self.transform(frames))
                 if self.masks is not None:
                     masks.append(torch.stack(self.masks(generator)))
-        labels = torch.full((self.num_sample,), entry.label, dtype=torch.long)
-        return torch.stack(clips), labels, torch.stack(masks) if masks else None, index
+        labels = torch.full((self.num_sample,), label, dtype=torch.long)
+        samples = Frames([torch.from_numpy(frames)], [torch.stack(draws)]) if draws else None
+        return (
+            samples or torch.stack(clips),
+            labels,
+            torch.stack(masks) if masks else None,
+            index,
+        )
+
+
+class ShardVideoDataset(torch.utils.data.IterableDataset):
+    """Training items streamed from WebDataset shards (``services.common.shards``): the same
+    items as ``VideoDataset`` from each member's mp4 bytes, in the stream's order.
+
+    An item's seed comes from the epoch and the member's key, so its window, augmentations and
+    masks do not depend on where the stream put it, nor on a resume.
+    """
+
+    def __init__(self, stream: ShardStream, videos: VideoDataset) -> None:
+        super().__init__()
+        self.stream = stream
+        self.videos = videos
+        stream.transform = self._item
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Epoch ``epoch`` from its ``start``-th item on (a whole number of batches), as
+        ``ResumableSampler.set_epoch``."""
+        self.stream.set_epoch(epoch, start // self.stream.batch_size)
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.stream)
+
+    def _item(self, record: dict[str, Any], mp4: bytes) -> Any:
+        key = record["clip"]["key"]
+        member = zlib.crc32(key.encode())
+        media = record.get("media") or {}
+        return self.videos.item(
+            record["clip"]["uri"],
+            int(record.get("label", 0)),
+            partial(_video, mp4, int(media.get("frames", -1)), key),
+            _item_seed(self.videos.seed, self.stream.epoch, member),
+            member,
+        )
 
 
 class MultiViewDataset(Dataset):
@@ -498,15 +629,13 @@ class MultiViewDataset(Dataset):
                 )
                 views = [v for w in windows for v in self.views(read(w))]
         except H2AError as error:
-            return _rejection(entry, error)
+            return _rejection(entry.path, error)
         return torch.stack(views), entry.label, index
 
 
-def _rejection(entry: VideoEntry, error: H2AError) -> Rejection:
-    _logger.warning("skipping unreadable video %s: %s", entry.path, error)
-    return Rejection(
-        source=entry.path, stage="train-data", reason=error.reason, detail=error.detail
-    )
+def _rejection(path: str, error: H2AError) -> Rejection:
+    _logger.warning("skipping unreadable video %s: %s", path, error)
+    return Rejection(source=path, stage="train-data", reason=error.reason, detail=error.detail)
 
 
 @dataclass(slots=True)
@@ -516,6 +645,13 @@ class Batch:
     items: tuple[Any, ...] | None
     rejections: list[Rejection]
 
+    def pin_memory(self) -> Batch:
+        """The loader's ``pin_memory``: page-locked tensors copy to the GPU asynchronously."""
+        if self.items is None:
+            return self
+        pinned = tuple(item.pin_memory() if item is not None else None for item in self.items)
+        return Batch(pinned, self.rejections)
+
 
 def collate(items: list[Any]) -> Batch:
     """Stack good items (flattening repeated samples), keep rejections apart."""
@@ -523,8 +659,13 @@ def collate(items: list[Any]) -> Batch:
     rejected = [item for item in items if isinstance(item, Rejection)]
     if not good:
         return Batch(None, rejected)
-    if len(good[0]) == 4:  # training: (clips, labels, masks, index)
-        clips = torch.cat([g[0] for g in good])
+    if len(good[0]) == 4:  # training: (clips or Frames, labels, masks, index)
+        if isinstance(good[0][0], Frames):
+            clips: Any = Frames(
+                [v for g in good for v in g[0].videos], [p for g in good for p in g[0].params]
+            )
+        else:
+            clips = torch.cat([g[0] for g in good])
         labels = torch.cat([g[1] for g in good])
         masks = torch.cat([g[2] for g in good]) if good[0][2] is not None else None
         index = torch.tensor([g[3] for g in good])

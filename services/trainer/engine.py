@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from services.common.records import Rejection
 from services.trainer.data import Batch
 from services.trainer.optim import set_lr
 from services.trainer.parallelize import DistInfo, all_gather_objects, unwrap
-from services.trainer.transforms import mix_batch
+from services.trainer.transforms import Frames, PretrainAugment, mix_batch
 from services.trainer.videomae import pretrain_loss
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "NonFiniteLoss",
     "classify_step_loss",
     "evaluate",
+    "on_device_augment",
     "pretrain_step_loss",
     "train_one_epoch",
 ]
@@ -71,6 +73,19 @@ def classify_step_loss(mixer: Mixup | None, smoothing: float) -> LossFn:
             clips, soft = mix_batch(mixer, clips, labels)
             return torch.sum(-soft * F.log_softmax(model(clips), dim=-1), dim=-1).mean()
         return F.cross_entropy(model(clips), labels, label_smoothing=smoothing)
+
+    return loss
+
+
+def on_device_augment(augment: PretrainAugment, loss_fn: LossFn) -> LossFn:
+    """``loss_fn`` on batches whose clips are still ``Frames``: they are cut on the
+    accelerator first, batched (``PretrainAugment.apply_batch``)."""
+
+    def loss(model: nn.Module, items: tuple[Any, ...], device: torch.device) -> torch.Tensor:
+        clips, *rest = items
+        if isinstance(clips, Frames):
+            clips = augment.apply_batch(clips, device)
+        return loss_fn(model, (clips, *rest), device)
 
     return loss
 
@@ -122,11 +137,16 @@ def train_one_epoch(
 
     ``after_step(step, metrics, batches)`` logs and checkpoints (``batches``: the loader
     batches the step consumed, unreadable ones included), and returns False to stop early.
+    ``metrics`` holds the step's ``data_s`` (waiting for the loader) and ``step_s`` (wall
+    time since the previous step ended).
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
     pending, losses, lr = 0, [], 0.0
-    for batch in batches:
+    waited, began = 0.0, time.perf_counter()
+    for batch in _timed(batches):
+        waited += batch.waited_s
+        batch = batch.batch
         pending += 1
         if batch.rejections:
             on_rejections(batch.rejections)
@@ -155,11 +175,38 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         step += 1
         loss = _mean_over_ranks(torch.stack(losses).mean(), info)
-        metrics = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+        ended = time.perf_counter()
+        metrics = {
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "data_s": waited,
+            "step_s": ended - began,
+        }
         if not after_step(step, metrics, pending):
             break
         pending, losses = 0, []
+        waited, began = 0.0, ended
     return step
+
+
+@dataclass(slots=True)
+class _Waited:
+    batch: Batch
+    waited_s: float
+    """How long the loop waited for the loader to hand this batch over."""
+
+
+def _timed(batches: Iterable[Batch]) -> Iterator[_Waited]:
+    """The batches with the time spent waiting for each: the loss's ``item()`` synchronises
+    every batch, so the wait is time the accelerator had nothing to do."""
+    iterator = iter(batches)
+    while True:
+        start = time.perf_counter()
+        batch = next(iterator, None)
+        if batch is None:
+            return
+        yield _Waited(batch, time.perf_counter() - start)
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Subset
 from services.common.dataset import training_lists
 from services.common.errors import ConfigError
 from services.common.logs import RankFilter
+from services.common.shards import INDEX_NAME, ShardIndex, ShardStream
 from services.common.store import ClipStore
 from services.trainer import label_maps, videomae
 from services.trainer.checkpoint import CheckpointManager, RankRandomStates, Stateful
@@ -40,17 +41,21 @@ from services.trainer.data import (
     FrameFolders,
     MultiViewDataset,
     ResumableSampler,
+    ShardVideoDataset,
     VideoDataset,
     VideoEntry,
     build_loader,
     read_class_names,
+    read_clip_records,
     read_entries,
+    with_clip_records,
 )
 from services.trainer.engine import (
     EvalResult,
     LossFn,
     classify_step_loss,
     evaluate,
+    on_device_augment,
     pretrain_step_loss,
 )
 from services.trainer.evaluation import write_evaluation
@@ -66,6 +71,7 @@ from services.trainer.training import (
     train,
 )
 from services.trainer.transforms import (
+    PretrainAugment,
     build_mixup,
     eval_views,
     finetune_transform,
@@ -227,9 +233,15 @@ class _Job:
 
     def run(self) -> RunResult:
         c = self.config
-        train_entries = self._entries(c.data.train, "train")
+        shards = None
+        # A shard index, or the folder that holds one (``h2a dataset shards`` writes both).
+        if PurePosixPath(c.data.train.rstrip("/")).name in (INDEX_NAME, "shards"):
+            shards = ShardIndex.load(c.data.train, self.store)
+        train_entries = [] if shards else self._entries(c.data.train, "train")
         test_entries = self._entries(c.data.test or c.data.val, "test")
-        names = self._class_names(train_entries or test_entries) if self.mode != "pretrain" else []
+        names = []
+        if self.mode != "pretrain":
+            names = self._class_names(train_entries or test_entries, shards)
         model = build_model(self.mode, c, len(names))
         if c.model.init_checkpoint:
             self._initialise(model, names)
@@ -246,7 +258,7 @@ class _Job:
         )
         steps, checkpoint = 0, ""
         if self.mode != "evaluate":
-            steps, checkpoint = self._train(model, train_entries, names)
+            steps, checkpoint = self._train(model, train_entries, names, shards)
         elif not c.model.init_checkpoint:
             self._restore_model(model)
         evaluation = {}
@@ -269,18 +281,23 @@ class _Job:
         # A pre-training list's 3-column lines are ``path start total``, a labelled one's
         # ``dir total label``.
         labelled = self.mode != "pretrain" or subset != "train"
-        return read_entries(source, d.format, d.root, subset, self.store, labelled=labelled)
+        entries = read_entries(source, d.format, d.root, subset, self.store, labelled=labelled)
+        if d.records:
+            entries = with_clip_records(entries, read_clip_records(d.records, self.store))
+        return entries
 
     def _frame_folders(self) -> FrameFolders:
         return FrameFolders(self.config.data.frame_template, self.config.data.frame_start)
 
-    def _class_names(self, entries: list[VideoEntry]) -> list[str]:
+    def _class_names(self, entries: list[VideoEntry], shards: ShardIndex | None) -> list[str]:
         labels = self.config.data.labels
         if labels in label_maps.CLASS_LISTS:
             return list(label_maps.CLASS_LISTS[labels])
         if labels:
             with _opened(labels, self.store) as path:
                 return read_class_names(path)
+        if shards is not None:  # the shards' labels are the dataset's labels.json
+            return [name for name, _ in sorted(shards.labels.items(), key=lambda kv: kv[1])]
         return [str(c) for c in range(max((e.label for e in entries), default=0) + 1)]
 
     def _initialise(self, model: nn.Module, names: list[str]) -> None:
@@ -344,27 +361,53 @@ class _Job:
         )
 
     def _train(
-        self, model: nn.Module, entries: list[VideoEntry], names: list[str]
+        self,
+        model: nn.Module,
+        entries: list[VideoEntry],
+        names: list[str],
+        shards: ShardIndex | None,
     ) -> tuple[int, str]:
-        """Train ``model`` on ``entries``; returns the step reached and the final checkpoint."""
+        """Train ``model`` on ``entries`` or streamed ``shards``; returns the step reached and
+        the final checkpoint."""
         c, info = self.config, self.info
         d, o = c.data, c.optim
         plain = unwrap(model)
-        dataset = VideoDataset(
+        pretrain = self.mode == "pretrain"
+        on_device = d.augment_on == "device" or (
+            d.augment_on == "auto" and info.device.type == "cuda"
+        )
+        deferred = PretrainAugment(c.model.img_size, d.train_scales, d.flip)
+        videos = VideoDataset(
             entries,
             self._train_transform(),
             c.model.num_frames,
             d.sampling_rate,
             d.num_sample,
-            masks=_mask_fn(plain, c) if self.mode == "pretrain" else None,
+            masks=_mask_fn(plain, c) if pretrain else None,
             store=self.store,
             seed=c.runtime.seed,
             tsn=d.tsn_segments,
             strides=d.stride_by_path,
             folders=self._frame_folders(),
+            deferred=deferred if pretrain and on_device else None,
         )
-        sampler = ResumableSampler(len(dataset), info.rank, info.world, c.runtime.seed)
-        loader = build_loader(dataset, d.batch_size, d.num_workers, sampler, d.prefetch_factor)
+        sampler: ResumableSampler | ShardVideoDataset
+        if shards is None:
+            sampler = ResumableSampler(len(videos), info.rank, info.world, c.runtime.seed)
+            loader = build_loader(videos, d.batch_size, d.num_workers, sampler, d.prefetch_factor)
+        else:
+            stream = ShardStream(
+                shards,
+                batch_size=d.batch_size,
+                store=self.store,
+                rank=info.rank,
+                world=info.world,
+                num_workers=d.num_workers,
+                seed=c.runtime.seed,
+                shuffle_buffer=d.shuffle_buffer,
+            )
+            sampler = ShardVideoDataset(stream, videos)
+            loader = build_loader(sampler, d.batch_size, d.num_workers, None, d.prefetch_factor)
         steps_per_epoch = len(sampler) // (d.batch_size * o.update_freq)
         if steps_per_epoch == 0:
             raise ValueError(
@@ -386,6 +429,8 @@ class _Job:
         )
         scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == torch.float16)
         loss_fn = self._loss_fn(len(names))
+        if videos.deferred is not None:
+            loss_fn = on_device_augment(deferred, loss_fn)
         # The reference's ModelEma: a copy of the weights on the model's device.
         ema = ModelEmaV2(plain, decay=c.model.ema_decay) if c.model.ema else None
         states: dict[str, Stateful] = {

@@ -81,7 +81,8 @@ class ModelConfig:
 @dataclass(kw_only=True, slots=True)
 class DataConfig:
     train: str = ""
-    """Training list: a local file, a store URI or ``manifests/{dataset}/train.csv`` key."""
+    """Training list: a local file, a store URI or ``manifests/{dataset}/train.csv`` key; or a
+    shard index (``.../shards/index.json``, ``h2a dataset shards``) streamed from the store."""
     val: str = ""
     test: str = ""
     format: DataFormat = "list"
@@ -108,6 +109,15 @@ class DataConfig:
     """Videos per process and loader batch (each gives ``num_sample`` clips)."""
     num_workers: int = 4
     prefetch_factor: int = 2
+    records: str = ""
+    """A published dataset's ``clips.jsonl``: the listed clips' sha256 and frame counts (set
+    with the lists when a run names a dataset folder)."""
+    shuffle_buffer: int = 64
+    """Clips each loader worker holds to shuffle a shard stream."""
+    augment_on: Literal["auto", "cpu", "device"] = "auto"
+    """Where pre-training's crop, flip and normalisation run: in the loader workers (cpu) or
+    batched on the accelerator (device); auto picks device on a GPU. Fine-tuning's RandAugment
+    and erasing stay in the workers."""
     train_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
     """Multi-scale crop of pre-training."""
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -136,6 +146,10 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.pixels not in ("reference", "torchvision"):
             raise ValueError(f"data.pixels must be reference or torchvision, got {self.pixels!r}")
+        if self.augment_on not in ("auto", "cpu", "device"):
+            raise ValueError(
+                f"data.augment_on must be auto, cpu or device, got {self.augment_on!r}"
+            )
         self.train_scales = tuple(self.train_scales)
         self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
 

@@ -9,6 +9,7 @@ and the ``CheckpointManager`` that saves them.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from tqdm import tqdm
 from services.common.records import ObjectRef, Rejection
 from services.common.store import ClipStore
 from services.trainer.checkpoint import CheckpointManager
-from services.trainer.data import Batch, ResumableSampler
+from services.trainer.data import Batch, ResumableSampler, ShardVideoDataset
 from services.trainer.engine import EvalResult, LossFn, train_one_epoch
 from services.trainer.optim import cosine_lr, effective_lr
 from services.trainer.parallelize import DistInfo, unwrap
 from services.trainer.recipes import TrainConfig
+
+_logger = logging.getLogger(__name__)
 
 __all__ = [
     "METRICS_NAME",
@@ -170,7 +173,7 @@ class RejectionLog:
 def train(
     model: nn.Module,
     loader: DataLoader,
-    sampler: ResumableSampler,
+    sampler: ResumableSampler | ShardVideoDataset,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     loss_fn: LossFn,
@@ -196,7 +199,8 @@ def train(
     Args:
         model: the model to train, wrapped as ``parallelize`` returns it.
         loader: the training batches, drawn by ``sampler``.
-        sampler: the sampler of ``loader``; each epoch starts past ``progress.batches``.
+        sampler: the sampler of ``loader``, or its shard stream; each epoch starts past
+            ``progress.batches``.
         optimizer: the optimiser of the model's parameters.
         scaler: the fp16 grad scaler (disabled for other precisions).
         loss_fn: the loss of a batch (``engine.pretrain_step_loss`` or a classifier's).
@@ -221,6 +225,7 @@ def train(
     """
     after_step = partial(
         _after_step,
+        window=_Throughput(),
         progress=progress,
         checkpoints=checkpoints,
         metrics=metrics,
@@ -263,11 +268,39 @@ def train(
     return saved
 
 
+@dataclass(slots=True)
+class _Throughput:
+    """Loader wait and step time summed over the steps since the last logged one."""
+
+    data_s: float = 0.0
+    step_s: float = 0.0
+    steps: int = 0
+
+    def add(self, values: dict[str, float]) -> dict[str, float]:
+        """The step's values with the window's means in place of its own times; the window
+        restarts when ``take`` is called."""
+        self.data_s += values.pop("data_s", 0.0)
+        self.step_s += values.pop("step_s", 0.0)
+        self.steps += 1
+        return values
+
+    def take(self) -> dict[str, float]:
+        steps = max(self.steps, 1)
+        means = {
+            "data_s": self.data_s / steps,
+            "step_s": self.step_s / steps,
+            "data_wait": self.data_s / self.step_s if self.step_s > 0 else 0.0,
+        }
+        self.data_s, self.step_s, self.steps = 0.0, 0.0, 0
+        return means
+
+
 def _after_step(
     step: int,
     values: dict[str, float],
     batches: int,
     *,
+    window: _Throughput,
     progress: TrainProgress,
     checkpoints: CheckpointManager,
     metrics: MetricsLog,
@@ -277,12 +310,27 @@ def _after_step(
     model: nn.Module,
 ) -> bool:
     """Advance ``progress`` past the step's ``batches``, log, checkpoint when due; False stops
-    the epoch. Checkpoints fall on step boundaries only, so a resumed run starts a window."""
+    the epoch. Checkpoints fall on step boundaries only, so a resumed run starts a window.
+
+    A logged step carries the mean loader wait and step time of the steps since the last one
+    and ``data_wait``, their ratio: the share of time the accelerator waited for data."""
     total = progress.schedule.total
     progress.step, progress.batches = step, progress.batches + batches
     if ema is not None:
         ema.update(model)
+    values = window.add(dict(values))
     if step % log_interval == 0 or step == total:
+        values.update(window.take())
+        _logger.info(
+            "step %d/%d loss %.4f lr %.3g | step %.3f s, data wait %.3f s (%.0f%%)",
+            step,
+            total,
+            values["loss"],
+            values["lr"],
+            values["step_s"],
+            values["data_s"],
+            100 * values["data_wait"],
+        )
         metrics.log(step, {"epoch": progress.epoch, **values, "time": time.time()})
     if checkpoints.due(step):
         checkpoints.save(step)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -46,7 +47,9 @@ __all__ = [
     "IMAGENET_STD",
     "PIXEL_OPS",
     "CubeErasing",
+    "Frames",
     "MultiScaleCrop",
+    "PretrainAugment",
     "VideoRandAugment",
     "build_mixup",
     "eval_views",
@@ -72,9 +75,9 @@ def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 
 def normalize(video: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(T, C, H, W)`` -> normalised float ``(C, T, H, W)``."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    """uint8 ``(T, C, H, W)`` -> normalised float ``(C, T, H, W)``, on the video's device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=video.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=video.device).view(1, 3, 1, 1)
     out = (video.float() / 255.0 - mean) / std
     return out.permute(1, 0, 2, 3).contiguous()
 
@@ -91,8 +94,9 @@ class MultiScaleCrop:
         self.size = size
         self.scales = tuple(scales)
 
-    def __call__(self, video: torch.Tensor) -> torch.Tensor:
-        height, width = video.shape[-2:]
+    def draw(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """A crop ``(top, left, height, width)`` of a ``height`` x ``width`` frame, drawn from
+        ``random``."""
         base = min(height, width)
         sides = [int(base * s) for s in self.scales]
         sides = [self.size if abs(s - self.size) < 3 else s for s in sides]
@@ -104,8 +108,67 @@ class MultiScaleCrop:
         grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0)]
         grid += [(1, 1), (3, 1), (1, 3), (3, 3)]
         left, top = random.choice([(x * ws, y * hs) for x, y in grid])
-        video = video[..., top : top + crop_h, left : left + crop_w]
+        return top, left, crop_h, crop_w
+
+    def crop(self, video: torch.Tensor, box: Sequence[int]) -> torch.Tensor:
+        top, left, height, width = box
+        video = video[..., top : top + height, left : left + width]
         return F.resize(video, [self.size, self.size], antialias=True)
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        return self.crop(video, self.draw(*video.shape[-2:]))
+
+
+@dataclass(slots=True)
+class Frames:
+    """Decoded clips waiting for ``PretrainAugment.apply_batch``: each video's uint8
+    ``(T, H, W, 3)`` frames and the ``(num_sample, 5)`` augmentations drawn for it."""
+
+    videos: list[torch.Tensor]
+    params: list[torch.Tensor]
+
+    def pin_memory(self) -> Frames:
+        return Frames([v.pin_memory() for v in self.videos], [p.pin_memory() for p in self.params])
+
+
+class PretrainAugment:
+    """Pre-training's multi-scale crop, flip and normalisation in two halves: ``draw`` picks
+    a clip's crop and flip from ``random`` (in the loader worker, under the item's seed) and
+    ``apply`` cuts them from the decoded frames, on the CPU in the worker or batched on the
+    accelerator. Both paths run the same operations on the same draws, so a seed gives the
+    same clips either way.
+
+    A draw is ``(top, left, height, width, flip)``.
+    """
+
+    def __init__(self, size: int, scales: Sequence[float], flip: bool) -> None:
+        self.multi_scale = MultiScaleCrop(size, scales)
+        self.flip = flip
+
+    def draw(self, height: int, width: int) -> torch.Tensor:
+        box = self.multi_scale.draw(height, width)
+        flipped = self.flip and random.random() < 0.5
+        return torch.tensor([*box, int(flipped)])
+
+    def apply(self, frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(T, H, W, 3)`` frames and ``(S, 5)`` draws -> float ``(S, C, T, size, size)``
+        on the frames' device."""
+        video = frames.permute(0, 3, 1, 2)
+        clips = []
+        for *box, flipped in params.tolist():
+            clip = self.multi_scale.crop(video, box)
+            clips.append(normalize(F.horizontal_flip(clip) if flipped else clip))
+        return torch.stack(clips)
+
+    def apply_batch(self, batch: Frames, device: torch.device) -> torch.Tensor:
+        """A loader batch's clips ``(sum S, C, T, size, size)`` on ``device``, in the order the
+        CPU path's collate gives them (video by video, each video's samples in turn)."""
+        return torch.cat(
+            [
+                self.apply(video.to(device, non_blocking=True), params)
+                for video, params in zip(batch.videos, batch.params, strict=True)
+            ]
+        )
 
 
 _RAND_AUGMENT_PARAMS = {
@@ -139,14 +202,13 @@ class VideoRandAugment:
 
 
 def pretrain_transform(size: int, scales: Sequence[float], flip: bool) -> Transform:
-    """Multi-scale crop (optionally a flip) and normalisation: the pre-training pipeline."""
-    crop = MultiScaleCrop(size, scales)
+    """Multi-scale crop (optionally a flip) and normalisation: the pre-training pipeline on
+    the CPU (``PretrainAugment`` draws and applies it)."""
+    augment = PretrainAugment(size, scales, flip)
 
     def apply(frames: np.ndarray) -> torch.Tensor:
-        video = crop(_frames_to_tensor(frames))
-        if flip and random.random() < 0.5:
-            video = F.horizontal_flip(video)
-        return normalize(video)
+        draw = augment.draw(*frames.shape[1:3])
+        return augment.apply(torch.from_numpy(np.ascontiguousarray(frames)), draw[None])[0]
 
     return apply
 

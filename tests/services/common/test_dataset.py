@@ -207,6 +207,7 @@ def test_training_lists_of_a_dataset_and_of_a_folder(local_store: ClipStore, tmp
     assert lists == {
         "train": dataset.view_uri("pretrain.csv"),
         "labels": dataset.view_uri("labels.json"),
+        "records": dataset.view_uri("clips.jsonl"),
     }
     assert training_lists(prefix, "finetune", local_store)["train"] == dataset.view_uri("train.csv")
     (tmp_path / "bench").mkdir()

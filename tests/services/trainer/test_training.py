@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import Dataset
 
@@ -98,6 +99,10 @@ def test_two_epochs_checkpoint_when_due_and_at_the_end(
     ]
     logged = _logged(output)
     assert [row["step"] for row in logged if "loss" in row] == list(range(1, 9))
+    # Every logged step says how long the loop waited for data, against the step time.
+    for row in (row for row in logged if "loss" in row):
+        assert 0 <= row["data_s"] <= row["step_s"]
+        assert row["data_wait"] == pytest.approx(row["data_s"] / row["step_s"])
     assert [(row["step"], row["val_top1"]) for row in logged if "val_top1" in row] == [
         (4, 0.5),
         (8, 0.5),
