@@ -93,7 +93,7 @@ def bench(mode: str, args: argparse.Namespace, info: DistInfo, peak_tflops: floa
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
     times: list[float] = []
 
-    def after_step(step: int, metrics: dict[str, float]) -> bool:
+    def after_step(step: int, metrics: dict[str, float], batches: int) -> bool:
         _sync(info.device)  # the loss .item() already waits; this keeps the timing honest
         times.append(time.perf_counter())
         return True
