@@ -164,7 +164,7 @@ class ShardIndex:
         """Read an index from a store or a local folder.
 
         Args:
-            location: a store key or URI of ``index.json`` (or of its folder, ending in ``/``),
+            location: a store key or URI of ``index.json`` or of its folder,
                 a ``file://`` URI, or a local path of ``index.json`` or of its folder.
             store: the store that keys and non-file URIs belong to.
 
@@ -193,8 +193,8 @@ class ShardIndex:
 
     @classmethod
     def _from_store(cls, store: ClipStore, key: str) -> ShardIndex:
-        if key.endswith("/"):
-            key += INDEX_NAME
+        if PurePosixPath(key).name != INDEX_NAME:  # the folder, with or without its slash
+            key = f"{key.rstrip('/')}/{INDEX_NAME}"
         folder = key.rpartition("/")[0] + "/"
         return cls.from_json(store.get_json(key), folder)
 
@@ -273,7 +273,7 @@ def _stored_index(store: ClipStore, dataset: str) -> ShardIndex | None:
         return None
     try:
         return ShardIndex.from_json(store.get_json(key), ClipStore.shard_prefix(dataset))
-    except (IntegrityError, ConfigError, KeyError, ValueError) as error:
+    except (IntegrityError, ConfigError, KeyError, TypeError, ValueError) as error:
         _logger.warning(
             "shard index unreadable; rebuilding the shards",
             extra={"dataset": dataset, "key": key, "error": str(error)},
