@@ -183,6 +183,49 @@ def compact(name: str) -> None:
     click.echo(f"compacted {len(result.replaced)} parts into {result.part}")
 
 
+@dataset.command("contamination")
+@click.argument("name")
+@click.option(
+    "--benchmark",
+    "benchmarks",
+    multiple=True,
+    required=True,
+    help="NAME=LOCATION: a VideoMAE list file or a folder of videos, local or in the store "
+    "(repeat for more benchmarks).",
+)
+@click.option(
+    "--keep", is_flag=True, help="Only report: leave flagged clips in the pre-training lists."
+)
+def contamination(name: str, benchmarks: tuple[str, ...], keep: bool) -> None:
+    """Flag clips of dataset NAME that match a benchmark's evaluation videos; by default they
+    leave the pre-training lists (recorded in contamination.jsonl and the report)."""
+    from services.curation.contamination import check_contamination, parse_benchmarks
+    from services.curation.curate import publish_dataset
+
+    try:
+        locations = parse_benchmarks(benchmarks)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--benchmark") from None
+    target = _open(name)
+    for check in check_contamination(target.store, name, locations, keep=keep):
+        click.echo(
+            f"{check.benchmark}: {len(check.matches)} clips match {check.videos} videos "
+            f"({check.location})"
+            + (f", {len(check.unreadable)} unreadable" if check.unreadable else "")
+        )
+        for hashtag, count in check.per_hashtag.items():
+            click.echo(f"  #{hashtag}: {count}")
+        for match in check.matches[:10]:
+            click.echo(f"  {match['clip']} ~ {match['video']} (distance {match['distance']:g})")
+    if keep:
+        click.echo("--keep: nothing recorded, the lists are unchanged")
+    else:
+        snapshot = publish_dataset(target.store, name)
+        click.echo(
+            f"{len(snapshot.contaminated)} clips left out: {target.view_uri('contamination.jsonl')}"
+        )
+
+
 @dataset.command("shards")
 @click.argument("name")
 @click.option(
