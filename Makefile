@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_engine.py
 	$(PY) benchmarks/dataset.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/loader.py
 
 clean:
 	rm -rf $(VENV) runs .h2a

@@ -119,7 +119,7 @@ def _portrait(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image[:, left : left + strip], PORTRAIT, interpolation=cv2.INTER_CUBIC)
 
 
-def _tiktok(seconds: int, keyframe_interval: int = 0) -> Path:
+def tiktok_video(seconds: int, keyframe_interval: int = 0) -> Path:
     """A 1080x1920, 30 fps video of the sample shots (built once, then cached); keyframes at
     x264's default interval (250 frames) or at ``keyframe_interval``."""
     path = MEDIA / f"tiktok-{seconds}s-g{keyframe_interval}.mp4"
@@ -268,10 +268,10 @@ def _floor(path: Path) -> float:
 def _videos() -> dict[str, tuple[Path, str]]:
     videos = {name: (sample_video(name), hashtag) for name, hashtag in SAMPLE_HASHTAGS.items()}
     for seconds in (20, 60):
-        videos[f"tiktok {seconds}s"] = (_tiktok(seconds), "talking")
+        videos[f"tiktok {seconds}s"] = (tiktok_video(seconds), "talking")
     # Streaming transcodes start a keyframe every 2 s: the person sampler and the clip then
     # decode less before their first frame.
-    videos["tiktok 20s, 2 s GOP"] = (_tiktok(20, keyframe_interval=60), "talking")
+    videos["tiktok 20s, 2 s GOP"] = (tiktok_video(20, keyframe_interval=60), "talking")
     return videos
 
 
@@ -469,7 +469,7 @@ def _services_table(videos: int, min_seconds: float, in_flight: int) -> None:
         copy = folder / f"tiktok-20s-{index}.mp4"
         if not copy.is_file():
             # Distinct bytes, so no video is taken for another one already ingested.
-            shutil.copyfile(_tiktok(20, keyframe_interval=60 * (index % 2)), copy)
+            shutil.copyfile(tiktok_video(20, keyframe_interval=60 * (index % 2)), copy)
             with copy.open("ab") as tail:
                 tail.write(bytes(index))
     header = (
