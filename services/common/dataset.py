@@ -53,6 +53,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -201,17 +202,21 @@ class Contaminated:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Snapshot:
-    """One consistent state of a dataset: the fold of the parts listed at one moment."""
+    """One consistent state of a dataset: the fold of the parts listed at one moment.
+
+    Near-duplicates and contaminated clips are split off when ``clips``, ``duplicates`` or
+    ``contaminated`` is first read: readers that need only the outcomes (a curate run's skip
+    list, its attempts) do not pay the signature lookups.
+    """
 
     dataset: str
     version: str
     """Names the set of parts folded (sha256 prefix of their names)."""
     parts: tuple[str, ...]
-    clips: tuple[ClipRecord, ...]
-    """One record per clip object, in commit order: the dataset's clips, without duplicates
-    and contaminated clips."""
+    records: tuple[ClipRecord, ...]
+    """One record per clip object, in commit order, duplicates and contaminated ones included."""
     review: tuple[Rejection, ...]
     rejections: tuple[Rejection, ...]
     pending: tuple[FailedAttempt, ...]
@@ -219,10 +224,8 @@ class Snapshot:
     attempts: dict[str, int]
     """Failed attempts per input since its last outcome."""
     labels: dict[str, int]
-    duplicates: tuple[Duplicate, ...] = ()
-    """Clips left out as near-duplicates of a kept clip, in commit order."""
-    contaminated: tuple[Contaminated, ...] = ()
-    """Clips left out because they match a benchmark's evaluation video."""
+    screens: tuple[_Line, ...] = field(default=(), repr=False)
+    """The newest contamination check line per benchmark."""
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The newest contamination check per benchmark: ``location``, ``videos``, ``created_at``."""
     lines: tuple[_Line, ...] = field(default=(), repr=False)
@@ -230,11 +233,30 @@ class Snapshot:
 
     def all_clips(self) -> tuple[ClipRecord, ...]:
         """Every current clip record: the dataset's clips, duplicates and contaminated ones."""
-        return (
-            *self.clips,
-            *(d.clip for d in self.duplicates),
-            *(c.clip for c in self.contaminated),
-        )
+        return self.records
+
+    @cached_property
+    def _split(
+        self,
+    ) -> tuple[tuple[ClipRecord, ...], tuple[Duplicate, ...], tuple[Contaminated, ...]]:
+        kept, duplicates = _deduplicate(list(self.records))
+        kept, contaminated = _screen(kept, self.screens)
+        return tuple(kept), tuple(duplicates), tuple(contaminated)
+
+    @property
+    def clips(self) -> tuple[ClipRecord, ...]:
+        """The dataset's clips, in commit order: without duplicates and contaminated clips."""
+        return self._split[0]
+
+    @property
+    def duplicates(self) -> tuple[Duplicate, ...]:
+        """Clips left out as near-duplicates of a kept clip, in commit order."""
+        return self._split[1]
+
+    @property
+    def contaminated(self) -> tuple[Contaminated, ...]:
+        """Clips left out because they match a benchmark's evaluation video."""
+        return self._split[2]
 
     @property
     def inputs(self) -> int:
@@ -367,15 +389,12 @@ def _fold(dataset: str, parts: list[tuple[str, list[_Line]]]) -> Snapshot:
         *winners,
         *(a for tried in since.values() for a in tried),
     ]
-    kept_clips, duplicates = _deduplicate(list(clips.values()))
-    kept_clips, contaminated = _screen(kept_clips, checks.values())
     return Snapshot(
         dataset=dataset,
         version=hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
         parts=names,
-        clips=tuple(kept_clips),
-        duplicates=tuple(duplicates),
-        contaminated=tuple(contaminated),
+        records=tuple(clips.values()),
+        screens=tuple(checks.values()),
         checks={
             name: {k: v for k, v in line.record.items() if k != "matches"}
             for name, line in sorted(checks.items())
