@@ -113,9 +113,11 @@ def _engine_clips(store: ClipStore, count: int) -> list[ClipRecord]:
     for start in starts:
         segment = Segment(start, start + span, info.fps)
         encoded = encode_clip(source, source_id, segment, store, ClipSettings(), info)
+        # Clips of one looped footage are near-duplicates: unsigned, the dataset keeps them all.
+        media = replace(encoded.media, signature="")
         records.append(
             ClipRecord(encoded.clip, source_id, str(source), f"tag{start % 5}", start,
-                       start + span, info.fps, 10, media=encoded.media)
+                       start + span, info.fps, 10, media=media)
         )  # fmt: skip
     return records
 

@@ -154,15 +154,17 @@ class PretrainAugment:
         flipped = self.flip and random.random() < 0.5
         return torch.tensor([*box, int(flipped)])
 
+    def clip(self, frames: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(T, H, W, 3)`` frames and one draw -> float ``(C, T, size, size)`` on the
+        frames' device."""
+        *box, flipped = draw.tolist()
+        clip = self.multi_scale.crop(frames.permute(0, 3, 1, 2), box)
+        return normalize(F.horizontal_flip(clip) if flipped else clip)
+
     def apply(self, frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """uint8 ``(T, H, W, 3)`` frames and ``(S, 5)`` draws -> float ``(S, C, T, size, size)``
         on the frames' device."""
-        video = frames.permute(0, 3, 1, 2)
-        clips = []
-        for *box, flipped in params.tolist():
-            clip = self.multi_scale.crop(video, box)
-            clips.append(normalize(F.horizontal_flip(clip) if flipped else clip))
-        return torch.stack(clips)
+        return torch.stack([self.clip(frames, draw) for draw in params])
 
     def apply_batch(self, batch: Frames, device: torch.device) -> torch.Tensor:
         """A loader batch's clips ``(sum S, C, T, size, size)`` on ``device``, in the order the
@@ -212,7 +214,7 @@ def pretrain_transform(size: int, scales: Sequence[float], flip: bool) -> Transf
 
     def apply(frames: np.ndarray) -> torch.Tensor:
         draw = augment.draw(*frames.shape[1:3])
-        return augment.apply(torch.from_numpy(np.ascontiguousarray(frames)), draw[None])[0]
+        return augment.clip(torch.from_numpy(np.ascontiguousarray(frames)), draw)
 
     return apply
 
