@@ -31,9 +31,11 @@ __all__ = [
     "plan_study_baselines",
     "plan_study_subsets",
     "pretrain",
+    "screen_benchmarks",
     "study_report",
     "subset_manifest",
     "summarize",
+    "training_shards",
 ]
 
 
@@ -119,6 +121,36 @@ def dataset_report(
     manifest.metadata.update(
         clips=len(snapshot.clips), folder=folder, manifests=manifests, version=snapshot.version
     )
+
+
+@dsl.component(base_image=SERVICES_IMAGE)
+def screen_benchmarks(
+    dataset: str, shards: list, benchmarks: dict, store: dict, screens: Output[Markdown]
+) -> str:
+    """Flag clips that match a benchmark's evaluation videos before the dataset is published
+    for pre-training (``benchmarks``: name -> list file or folder; empty: nothing to screen).
+
+    ``shards`` (the shards' dataset names) orders this step after all of them.
+    """
+    from pipelines.steps import open_store
+    from pipelines.steps import screen_benchmarks as screen
+
+    with open(screens.path, "w") as handle:
+        handle.write(screen(dataset, benchmarks, open_store(store)))
+    return dataset
+
+
+@dsl.component(base_image=SERVICES_IMAGE)
+def training_shards(
+    dataset: str, manifest: Input[Dataset], store: dict, shards: Output[Dataset]
+) -> None:
+    """The published dataset as WebDataset shards, what pre-training streams; ``shards``
+    carries the index's URI as ``folder``, the trainer's ``--manifest``."""
+    from pipelines.steps import open_store
+    from pipelines.steps import training_shards as write
+
+    index = write(dataset, open_store(store))
+    shards.metadata.update(folder=index, version=manifest.metadata["version"])
 
 
 @dsl.component(base_image=SERVICES_IMAGE)

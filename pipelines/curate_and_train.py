@@ -79,6 +79,7 @@ def curate_and_train(
     pretrain_overrides: list = [],  # noqa: B006 - a KFP default, never mutated
     finetune_overrides: list = [],  # noqa: B006
     benchmarks: list = ["ucf101", "hmdb51"],  # noqa: B006
+    benchmark_screens: dict = {},  # noqa: B006
     benchmark_root: str = "benchmarks",
     synthetic_per_class: int = 8,
     gpu_node_selector: dict = GPU_NODE_SELECTOR,
@@ -106,6 +107,8 @@ def curate_and_train(
         pretrain_overrides: ``section.field=value`` strings for pre-training;
             ``finetune_overrides`` for fine-tuning and evaluation.
         benchmarks: ``synthetic`` or benchmarks stored under ``benchmark_root/{name}/``.
+        benchmark_screens: name -> evaluation videos (a VideoMAE list or a folder, in the
+            store) that no pre-training clip may match; matching clips are left out.
         gpu_node_selector: one node label selecting the A100 node pool.
         job_kind: ``PyTorchJob`` (Training Operator v1) or ``TrainJob`` (Kubeflow Trainer v2).
         trainer_image: the CUDA image the training jobs' pods run (services/trainer/Dockerfile).
@@ -138,11 +141,18 @@ def curate_and_train(
         )
         # idempotent (content-addressed objects, merged manifests): a retry only redoes work
         curated.set_retry(2, backoff_duration="60s")
+    screened = c.screen_benchmarks(
+        dataset=dataset,
+        shards=dsl.Collected(curated.outputs["Output"]),
+        benchmarks=benchmark_screens,
+        store=store,
+    )
     report = c.dataset_report(
         dataset=dataset, shards=dsl.Collected(curated.outputs["Output"]), store=store
-    )
+    ).after(screened)
+    sharded = c.training_shards(dataset=dataset, manifest=report.outputs["manifest"], store=store)
     pretrained = c.pretrain(
-        manifest=report.outputs["manifest"],
+        manifest=sharded.outputs["shards"],
         run_id=run_id,
         model_size=model_size,
         epochs=epochs,
@@ -176,7 +186,7 @@ def curate_and_train(
         _on_gpu_node(evaluated, gpu_node_selector)
     summary = c.summarize(results=dsl.Collected(evaluated.outputs["Output"]), model_size=model_size)
 
-    for task in (plan, curated, report, pretrained, tuned, evaluated):
+    for task in (plan, curated, screened, report, sharded, pretrained, tuned, evaluated):
         _with_store_secret(task, secret_name)
     return PipelineOutputs(report.outputs["report"], summary.outputs["summary"])
 

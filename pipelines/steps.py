@@ -222,6 +222,28 @@ def publish(dataset: str, store: ClipStore) -> Snapshot:
     return publish_dataset(store, dataset)
 
 
+def screen_benchmarks(dataset: str, benchmarks: dict[str, str], store: ClipStore) -> str:
+    """Flag the dataset's clips that match a benchmark's evaluation videos (``benchmarks``:
+    name -> a VideoMAE list or a folder of videos, local or in the store); the checks are
+    dataset records, so the next publish leaves flagged clips out. Returns a Markdown table."""
+    from services.curation.contamination import check_contamination
+
+    if not benchmarks:
+        return "No benchmark to screen against (the `benchmark_screens` parameter is empty).\n"
+    rows = ["| benchmark | videos | clips flagged |", "|---|---:|---:|"]
+    for check in check_contamination(store, dataset, benchmarks):
+        rows.append(f"| {check.benchmark} | {check.videos} | {len(check.matches)} |")
+    return "\n".join(rows) + "\n"
+
+
+def training_shards(dataset: str, store: ClipStore) -> str:
+    """The published dataset as WebDataset shards; returns the index's URI (``data.train``)."""
+    from services.common.shards import INDEX_NAME, write_shards
+
+    write_shards(store, dataset)
+    return store.uri(f"{store.shard_prefix(dataset)}{INDEX_NAME}")
+
+
 def report_markdown(store: ClipStore, dataset: str) -> str:
     """The dataset report with its plots and first preview sheets inlined, so the KFP UI shows
     it without the store; further sheets (386 hashtags would weigh tens of MB) are named by

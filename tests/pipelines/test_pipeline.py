@@ -57,14 +57,19 @@ def test_dag_reads_source_to_summary(ir: dict[str, Any]) -> None:
     assert set(tasks) == {
         "plan-shards",
         "shard",
+        "screen-benchmarks",
         "dataset-report",
+        "training-shards",
         "pretrain",
         "benchmark",
         "summarize",
     }
     assert _deps(tasks["shard"], root) == {"plan-shards"}
-    assert _deps(tasks["dataset-report"], root) == {"shard"}
-    assert _deps(tasks["pretrain"], root) == {"dataset-report"}
+    # benchmark screens before publishing; pre-training streams the published shards
+    assert _deps(tasks["screen-benchmarks"], root) == {"shard"}
+    assert _deps(tasks["dataset-report"], root) == {"shard", "screen-benchmarks"}
+    assert _deps(tasks["training-shards"], root) == {"dataset-report"}
+    assert _deps(tasks["pretrain"], root) == {"training-shards"}
     assert _deps(tasks["benchmark"], root) == {"pretrain"}
     assert _deps(tasks["summarize"], root) == {"benchmark"}
     assert tasks["plan-shards"]["cachingOptions"] == {}, "a source is listed afresh every run"
