@@ -237,6 +237,8 @@ class VideoReader:
         self._rank = (
             {pts: index for index, pts in enumerate(timeline.pts)} if timeline.indexed else None
         )
+        self.decoded = 0
+        """Frames decoded so far (skipped frames not counted): what a read cost."""
 
     def __enter__(self) -> VideoReader:
         return self
@@ -312,6 +314,7 @@ class VideoReader:
             except av.error.InvalidDataError:
                 _logger.debug("undecodable packet skipped", extra={"path": str(self.path)})
                 continue
+            self.decoded += len(decoded)
             yield from decoded
 
     def arrays(
