@@ -12,13 +12,20 @@ import itertools
 import logging
 from pathlib import Path
 
+import av
+import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.errors import TooLong, TooShort, UnreadableVideo
 from services.common.records import ClipMedia, EncodedClip, Segment
 from services.common.scratch import scratch_dir
-from services.common.signatures import clip_signature
+from services.common.signatures import (
+    Signature,
+    clip_signature,
+    sample_indices,
+    signature_from_frames,
+)
 from services.common.store import ClipStore
 from services.common.video import X264_PRESET, VideoInfo, VideoReader, probe, write_clip
 
@@ -75,12 +82,9 @@ def _verify(clip: VideoInfo, segment: Segment, settings: ClipSettings) -> None:
         )
 
 
-def _media(clip: VideoInfo, path: Path) -> ClipMedia:
-    """What the clip file holds, measured on it: a reused clip may predate the settings.
-
-    The signature is made from the clip, not the source: it is what the dataset and the
-    contamination guard compare, and at 320 px decoding its 8 frames is cheap (about 0.15 s of
-    CPU for 8 s, ``benchmarks/signatures.py``)."""
+def _media(clip: VideoInfo, path: Path, signature: Signature) -> ClipMedia:
+    """What the clip file holds, measured on it (a reused clip may predate the settings), and
+    its signature."""
     with VideoReader(path) as video:
         keyframes = (*video.timeline.keyframes, clip.frame_count)
         bframes = video.stream.codec_context.has_b_frames  # the decoder's reorder depth
@@ -93,8 +97,25 @@ def _media(clip: VideoInfo, path: Path) -> ClipMedia:
         codec=clip.codec,
         keyframe_interval=max((b - a for a, b in itertools.pairwise(keyframes)), default=0),
         bframes=bframes,
-        signature=clip_signature(path).to_hex(),
+        signature=signature.to_hex(),
     )
+
+
+class _SignedFrames:
+    """The frames a clip's signature hashes, kept while the encoder writes them: the signature
+    costs the hashing only (``benchmarks/signatures.py``), no second decode."""
+
+    def __init__(self, positions: list[int]) -> None:
+        self.positions = positions
+        self.frames: dict[int, np.ndarray] = {}
+
+    def keep(self, position: int, frame: av.VideoFrame) -> None:
+        if position in self.positions:
+            self.frames[position] = frame.to_ndarray(format="rgb24")
+
+    def signature(self) -> Signature:
+        """Called once the clip verified: every position was written."""
+        return signature_from_frames(np.stack([self.frames[p] for p in self.positions]))
 
 
 def encode_clip(
@@ -123,7 +144,8 @@ def encode_clip(
     existing = store.verify(key)
     if existing is not None:
         with store.open_local(existing) as local:
-            return EncodedClip(existing, _media(probe(local), local))
+            return EncodedClip(existing, _media(probe(local), local, clip_signature(local)))
+    signed = _SignedFrames(sample_indices(segment.num_frames))
     with scratch_dir("clip") as folder:
         local = Path(folder) / "clip.mp4"
         write_clip(
@@ -137,10 +159,11 @@ def encode_clip(
             info=info,
             keyframe_interval=settings.keyframe_interval,
             bframes=settings.bframes,
+            on_frame=signed.keep,
         )
         clip = probe(local)  # what the file holds, not what the encoder was given
         _verify(clip, segment, settings)
-        media = _media(clip, local)
+        media = _media(clip, local, signed.signature())
         ref = store.put_file(key, local)
     _logger.info(
         "clip encoded",

@@ -20,7 +20,7 @@ import io
 import logging
 import math
 import sys
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -471,6 +471,7 @@ def write_clip(
     info: VideoInfo | None = None,
     keyframe_interval: int = 0,
     bframes: int = -1,
+    on_frame: Callable[[int, av.VideoFrame], None] | None = None,
 ) -> int:
     """Re-encode frames ``[start_frame, end_frame)`` of ``source`` to an upright H.264 mp4.
 
@@ -483,6 +484,9 @@ def write_clip(
         info: the source's probe record (probed here when not given).
         keyframe_interval: the most frames between keyframes (0: x264's default, 250).
         bframes: the most consecutive B-frames (-1: the preset's).
+        on_frame: called with each written frame's position in the clip and the frame as it
+            is encoded (upright, output size): what a caller needs of the pixels without
+            decoding the clip again.
 
     Returns:
         The number of frames written: fewer than asked when some could not be decoded (the
@@ -524,6 +528,8 @@ def write_clip(
                 image = av.VideoFrame.from_ndarray(turned, format="rgb24")  # encoder converts
             else:
                 image = scaler.reformat(frame, width=width, height=height, format="yuv420p")
+            if on_frame is not None:
+                on_frame(written, image)
             pts = timeline.pts[index]
             origin = pts if origin is None else origin
             image.pts, image.time_base = pts - origin, timeline.time_base
