@@ -1,10 +1,11 @@
 """The Hashtag2Action pipeline: hashtag videos in, benchmark results out.
 
 plan shards -> ParallelFor(shard): curate (ingest -> scenes -> persons -> clip) -> Collected ->
-dataset report -> pre-training (PyTorchJob) -> ParallelFor(benchmark): fine-tuning (PyTorchJob)
--> evaluation -> Collected -> summary against the paper's table.
+benchmark screens -> dataset report -> training shards -> pre-training (PyTorchJob) ->
+ParallelFor(benchmark): fine-tuning (PyTorchJob) -> evaluation -> Collected -> summary against
+the paper's table.
 
-Kubernetes specifics are attached here, not in the components: the store secret as environment
+Kubernetes specifics are attached here (``pipelines.placement``), not in the components: the store secret as environment
 on every step that opens the store; the GPU node pool, ``nvidia.com/gpu`` toleration, GPU limit
 and ``/dev/shm`` on evaluation, which runs in its own pod. Pre-training and fine-tuning pods only
 launch PyTorchJobs, so they ask for no GPU; they receive the trainer image, the secret name and
@@ -15,23 +16,15 @@ parameters are ``pipelines.deployment``'s.
 from pathlib import Path
 from typing import NamedTuple
 
-from kfp import compiler, dsl, kubernetes
+from kfp import compiler, dsl
 from kfp.dsl import Markdown
 
 from pipelines import components as c
-from pipelines.deployment import (
-    GPU_NODE_SELECTOR,
-    GPU_RESOURCE,
-    GPU_TOLERATION,
-    STORE_SECRET,
-    STORE_SECRET_ENV,
-    TRAINER_IMAGE,
-)
+from pipelines.deployment import GPU_NODE_SELECTOR, STORE_SECRET, TRAINER_IMAGE
+from pipelines.placement import CLUSTER_STORE, on_gpu_node, with_store_secret
 from pipelines.steps import STAGE_SERVICES
-from services.common.config import StoreSettings
 
 __all__ = [
-    "CLUSTER_STORE",
     "PIPELINE_NAME",
     "PipelineOutputs",
     "compile_pipeline",
@@ -40,27 +33,12 @@ __all__ = [
 
 PIPELINE_NAME = "hashtag2action-curate-and-train"
 
-CLUSTER_STORE = StoreSettings.model_construct(backend="s3").to_description()
-"""The default store: the release's MinIO, from the settings' defaults rather than this
-machine's ``H2A_STORE_*`` environment, so the pipeline compiles the same anywhere."""
-
 
 class PipelineOutputs(NamedTuple):
     """What a run hands back: the dataset report and the benchmark summary."""
 
     report: Markdown
     summary: Markdown
-
-
-def _with_store_secret(task: dsl.PipelineTask, secret_name: str) -> dsl.PipelineTask:
-    return kubernetes.use_secret_as_env(task, secret_name, STORE_SECRET_ENV)
-
-
-def _on_gpu_node(task: dsl.PipelineTask, node_selector: dict) -> dsl.PipelineTask:
-    kubernetes.add_node_selector_json(task, node_selector)
-    kubernetes.add_toleration(task, **GPU_TOLERATION)
-    kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit="16Gi")
-    return task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
 
 
 @dsl.pipeline(name=PIPELINE_NAME)
@@ -183,11 +161,11 @@ def curate_and_train(
             benchmark_root=benchmark_root,
             store=store,
         )
-        _on_gpu_node(evaluated, gpu_node_selector)
+        on_gpu_node(evaluated, gpu_node_selector)
     summary = c.summarize(results=dsl.Collected(evaluated.outputs["Output"]), model_size=model_size)
 
     for task in (plan, curated, screened, report, sharded, pretrained, tuned, evaluated):
-        _with_store_secret(task, secret_name)
+        with_store_secret(task, secret_name)
     return PipelineOutputs(report.outputs["report"], summary.outputs["summary"])
 
 

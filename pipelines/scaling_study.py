@@ -22,8 +22,8 @@ from kfp import compiler, dsl
 from kfp.dsl import Artifact, Input, Markdown, Model
 
 from pipelines import components as c
-from pipelines.curate_and_train import CLUSTER_STORE, _on_gpu_node, _with_store_secret
 from pipelines.deployment import GPU_NODE_SELECTOR, STORE_SECRET, TRAINER_IMAGE
+from pipelines.placement import CLUSTER_STORE, on_gpu_node, with_store_secret
 
 __all__ = [
     "DEFAULT_PARALLELISM",
@@ -132,7 +132,7 @@ def make_scaling_study(
                 overrides=planned.finetune_overrides,
                 **benchmark_data,
             )
-            _on_gpu_node(evaluated, gpu_node_selector)
+            on_gpu_node(evaluated, gpu_node_selector)
             return tuned, evaluated
 
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -179,7 +179,7 @@ def make_scaling_study(
             store=store,
         )
         for task in (plan, pretrained, tuned, evaluated, scratch_tuned, scratch_evaluated, report):
-            _with_store_secret(task, secret_name)
+            with_store_secret(task, secret_name)
         return StudyOutputs(report.outputs["report"], report.outputs["plot"])
 
     return scaling_study

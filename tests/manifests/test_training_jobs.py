@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from pipelines import steps
-from pipelines.curate_and_train import CLUSTER_STORE, curate_and_train
+from pipelines.curate_and_train import curate_and_train
 from pipelines.launcher import PyTorchJobRenderer, TrainingJobSpec, TrainJobRenderer
+from pipelines.placement import CLUSTER_STORE
 from pipelines.training_templates import MANIFESTS, TEMPLATES, Template, render
 from services.common.store import ClipStore
 from services.trainer.checkpoint import CheckpointManager
