@@ -260,10 +260,10 @@ def _encoding_table(store_root: Path, windows: int) -> None:
     )
     for interval, bframes in ((0, 3), (64, 3), (32, 3), (16, 3), (32, 0)):
         clips = []
-        for n in range(4):
+        for n in range(8):
             path = store_root / f"enc-g{interval}-b{bframes}-{n}.mp4"
             if not path.is_file():
-                start = 90 + 400 * n
+                start = 90 + 200 * n
                 write_clip(source, path, start, start + CLIP_SECONDS * 30, info=info,
                            keyframe_interval=interval, bframes=bframes)  # fmt: skip
             clips.append(path)
@@ -425,7 +425,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24, help="engine clips to make")
     parser.add_argument("--num-sample", type=int, default=4)
     parser.add_argument("--workers", type=int, default=0, help="also time a DataLoader")
-    parser.add_argument("--windows", type=int, default=8, help="windows per clip (encoding)")
+    parser.add_argument("--windows", type=int, default=20, help="windows per clip (encoding)")
     parser.add_argument("--mfu", type=float, default=0.4, help="assumed MFU without a GPU")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one worker, one core

@@ -49,13 +49,14 @@ class ClipSettings(BaseSettings):
     crf: int = Field(default=23, ge=0, le=51)
     preset: str = X264_PRESET
     """x264 preset; superfast keeps CABAC and costs about 40% less CPU than veryfast here."""
-    keyframe_interval: int = Field(default=64, ge=0)
+    keyframe_interval: int = Field(default=32, ge=0)
     """Most frames between keyframes. A training read of a random 16x4 window decodes from the
-    keyframe before it: on 8 s clips 64 decodes 44.8 frames per window against x264's default
-    (250) 48.1, for 3% more bytes (32: 43.8 frames, +9%); ``benchmarks/loader.py`` prints it."""
+    keyframe before it: on 8 s clips 32 decodes 41.4 frames per window against 47.0 at x264's
+    default (250), for 9.5% more bytes (64: 44.4 frames, +3%; 16: 40.9, +20%). Training is
+    bound by decoding, storage is not: ``benchmarks/loader.py`` prints the trade-off."""
     bframes: int = Field(default=3, ge=0, le=16)
     """Consecutive B-frames; none is referenced, so strided reads skip decoding them (no
-    B-frames: 75.9 frames decoded per window, and 30% more bytes)."""
+    B-frames: 75.5 frames decoded per window, and 20% more bytes)."""
 
 
 def _verify(clip: VideoInfo, segment: Segment, settings: ClipSettings) -> None:
