@@ -75,6 +75,7 @@ from services.trainer.flops import forward_macs
 from services.trainer.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MultiScaleCrop,
     PretrainAugment,
     finetune_transform,
     pretrain_transform,
@@ -178,22 +179,14 @@ def _shard_items(index: ShardIndex, store: ClipStore, videos: VideoDataset) -> I
 
 class _ReferenceMultiScaleCrop:
     """The reference's ``GroupMultiScaleCrop`` on a list of PIL frames: the same crop drawn
-    once, cut and resized frame by frame (bilinear)."""
+    once (as ours draws it), then cut and resized frame by frame (bilinear)."""
 
     def __init__(self, size: int, scales: tuple[float, ...]) -> None:
-        self.size, self.scales = size, scales
+        self.size, self.draw = size, MultiScaleCrop(size, scales).draw
 
     def __call__(self, images: list[Image.Image]) -> list[Image.Image]:
         width, height = images[0].size
-        base = min(width, height)
-        sides = [int(base * s) for s in self.scales]
-        sides = [self.size if abs(s - self.size) < 3 else s for s in sides]
-        pairs = [
-            (w, h) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= 1
-        ]
-        crop_w, crop_h = random.choice(pairs)
-        left = random.randint(0, 4) * (width - crop_w) // 4
-        top = random.randint(0, 4) * (height - crop_h) // 4
+        top, left, crop_h, crop_w = self.draw(height, width)
         box = (left, top, left + crop_w, top + crop_h)
         return [im.crop(box).resize((self.size, self.size), Image.BILINEAR) for im in images]
 

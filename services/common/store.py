@@ -1014,6 +1014,17 @@ class ClipStore:
         with scratch_dir("obj-") as folder:
             yield self.download(key, folder / Path(key).name, expected)
 
+    @contextlib.contextmanager
+    def open_location(self, location: str) -> Iterator[Path]:
+        """A readable local path for a local file, a URI of this store or a key (verified as
+        ``open_local``): what a user names in an option."""
+        if Path(location).is_file():
+            yield Path(location)
+            return
+        key = self.key_from_uri(location) if "://" in location else location
+        with self.open_local(key) as path:
+            yield path
+
     # --- addressing ---------------------------------------------------------------------
     def uri(self, key: str) -> str:
         return self.transport.uri(_validate_key(key))

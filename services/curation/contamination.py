@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -86,19 +84,9 @@ def benchmark_videos(location: str, store: ClipStore) -> list[str]:
     return [entry.path for entry in entries]
 
 
-@contextmanager
-def _local(video: str, store: ClipStore) -> Iterator[Path]:
-    """A local path of a benchmark video: a local file, or a store object (URI or key)."""
-    if Path(video).is_file():
-        yield Path(video)
-        return
-    with store.open_local(store.key_from_uri(video) if "://" in video else video) as path:
-        yield path
-
-
 def _signature(video: str, dataset: str, store: ClipStore) -> Signature:
     """The video's signature, from the dataset's cache when it has the same bytes signed."""
-    with _local(video, store) as path:
+    with store.open_location(video) as path:
         cache = ClipStore.state_key(f"{dataset}/signatures/{file_sha256(path)}")
         if store.exists(cache):
             return Signature.from_hex(store.get_text(cache).strip())

@@ -13,11 +13,10 @@ process group comes from the environment those set. ``python -m services.trainer
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -143,16 +142,6 @@ def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
-
-
-@contextlib.contextmanager
-def _opened(source: str, store: ClipStore) -> Iterator[Path]:
-    """A readable local path for a file given as a path or a store URI or key."""
-    if Path(source).is_file():
-        yield Path(source)
-        return
-    with store.open_local(store.key_from_uri(source) if "://" in source else source) as path:
-        yield path
 
 
 def build_model(mode: str, config: TrainConfig, num_classes: int) -> nn.Module:
@@ -294,7 +283,7 @@ class _Job:
         if labels in label_maps.CLASS_LISTS:
             return list(label_maps.CLASS_LISTS[labels])
         if labels:
-            with _opened(labels, self.store) as path:
+            with self.store.open_location(labels) as path:
                 return read_class_names(path)
         if shards is not None:  # the shards' labels are the dataset's labels.json
             return [name for name, _ in sorted(shards.labels.items(), key=lambda kv: kv[1])]
@@ -311,7 +300,7 @@ class _Job:
         m = self.config.model
         source = m.init_checkpoint
         fresh = ("head.", "fc_norm.") if self.mode in ("finetune", "weak-label") else ()
-        with _opened(source, self.store) as path:
+        with self.store.open_location(source) as path:
             if not m.remap_head:
                 report = videomae.load_checkpoint(model, str(path))
             else:
@@ -330,7 +319,7 @@ class _Job:
     def _head_classes(self, checkpoint: Any, source: str) -> list[str]:
         """The class of each head row: ``model.head_classes``, else the checkpoint's own."""
         if self.config.model.head_classes:
-            with _opened(self.config.model.head_classes, self.store) as path:
+            with self.store.open_location(self.config.model.head_classes) as path:
                 return label_maps.read_names(path)
         if isinstance(checkpoint, dict) and checkpoint.get("classes"):
             return list(checkpoint["classes"])
