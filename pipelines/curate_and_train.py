@@ -5,9 +5,10 @@ benchmark screens -> dataset report -> training shards -> pre-training (PyTorchJ
 ParallelFor(benchmark): fine-tuning (PyTorchJob) -> evaluation -> Collected -> summary against
 the paper's table.
 
-Kubernetes specifics are attached here (``pipelines.placement``), not in the components: the store secret as environment
-on every step that opens the store; the GPU node pool, ``nvidia.com/gpu`` toleration, GPU limit
-and ``/dev/shm`` on evaluation, which runs in its own pod. Pre-training and fine-tuning pods only
+Kubernetes specifics are attached here (``pipelines.placement``), not in the components: the
+store secret as environment on every step that opens the store; the GPU node pool,
+``nvidia.com/gpu`` toleration, GPU limit and ``/dev/shm`` on evaluation, which runs in its own
+pod. Pre-training and fine-tuning pods only
 launch PyTorchJobs, so they ask for no GPU; they receive the trainer image, the secret name and
 the node-pool parameters to render the jobs' pods with the same placement. The defaults of those
 parameters are ``pipelines.deployment``'s.
