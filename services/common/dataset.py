@@ -433,10 +433,12 @@ def _deduplicate(clips: list[ClipRecord]) -> tuple[list[ClipRecord], list[Duplic
     index.add(signed.items())
     by_key = {record.clip.key: record for record in clips}
     rank = {key: _rank(by_key[key]) for key in signed}
+    order = sorted(signed, key=rank.__getitem__)
+    # Every clip's neighbours in one batched pass; then the decisions, best ranked first.
+    neighbours = index.search_many([signed[key] for key in order], MATCH_DISTANCE)
     kept: set[str] = set()
     shadowed: dict[str, tuple[str, float]] = {}
-    for key in sorted(signed, key=rank.__getitem__):
-        found = index.search(signed[key], MATCH_DISTANCE)
+    for key, found in zip(order, neighbours, strict=True):
         matches = [(d, rank[k], k) for k, d in found if k in kept]
         if matches:
             distance, _, best = min(matches)

@@ -30,7 +30,7 @@ there.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,10 +240,15 @@ def _directed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _distances(query: np.ndarray, stored: np.ndarray) -> np.ndarray:
     """Distance of ``query`` ``(FRAMES,)`` to each row of ``stored`` ``(N, FRAMES)``."""
-    best = np.full(len(stored), np.inf)
-    for oriented in (query, query ^ _MIRROR):
-        single = oriented[None]
-        both = np.maximum(_directed(single, stored), _directed(stored, single))
+    return _pair_distances(query[None], stored)
+
+
+def _pair_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of each row of ``a`` to the same row of ``b`` (``(N, FRAMES)``, either may
+    be one row, broadcast)."""
+    best = np.full(max(len(a), len(b)), np.inf)
+    for oriented in (a, a ^ _MIRROR):
+        both = np.maximum(_directed(oriented, b), _directed(b, oriented))
         best = np.minimum(best, both)
     return best
 
@@ -269,12 +274,6 @@ def _chunks(hashes: np.ndarray) -> list[np.ndarray]:
         (hashes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)
         for shift, bits in zip(_CHUNK_SHIFTS, _CHUNK_BITS, strict=True)
     ]
-
-
-def _probes(values: np.ndarray, bits: int) -> np.ndarray:
-    """Each chunk value and every value one bit from it, once."""
-    flips = np.concatenate([[0], np.uint32(1) << np.arange(bits, dtype=np.uint32)])
-    return np.unique(values.astype(np.uint32)[:, None] ^ flips.astype(np.uint32)[None, :])
 
 
 def _ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -322,18 +321,33 @@ class SignatureIndex:
     def candidates(self, signature: Signature) -> np.ndarray:
         """Entry rows with a frame hash that shares a chunk, to within one bit, with a frame hash of
         the query in either orientation: the entries ``search`` measures."""
-        found = [np.zeros(0, np.int32)]
+        return self._candidate_pairs(signature.hashes[None])[1]
+
+    def _candidate_pairs(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``candidates`` of each row of ``queries`` ``(Q, FRAMES)`` at once: unique
+        ``(query, entry row)`` pairs, sorted."""
         tables = self._tables_now()
-        if not tables:
-            return found[0]
-        query = np.concatenate([signature.hashes, signature.hashes ^ _MIRROR])
-        for (values, rows), chunk, bits in zip(tables, _chunks(query), _CHUNK_BITS, strict=True):
-            probes = _probes(chunk, bits)
+        if not tables or not len(queries):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        # Each query's frame hashes in both orientations, tagged with the query's number.
+        oriented = np.concatenate([queries, queries ^ _MIRROR], axis=1)
+        owner = np.repeat(np.arange(len(queries), dtype=np.int64), oriented.shape[1])
+        found = []
+        for (values, rows), chunk, bits in zip(
+            tables, _chunks(oriented.ravel()), _CHUNK_BITS, strict=True
+        ):
+            # uint32 like the table: a wider probe would make searchsorted copy the table.
+            flips = np.concatenate([[0], np.uint32(1) << np.arange(bits)]).astype(np.uint32)
+            probes = (chunk.astype(np.uint32)[:, None] ^ flips[None, :]).ravel()
+            who = np.repeat(owner, len(flips))
             start = np.searchsorted(values, probes, side="left")
             end = np.searchsorted(values, probes, side="right")
             hit = end > start
-            found.append(_ranges(rows, start[hit], end[hit]))
-        return np.unique(np.concatenate(found))
+            lengths = (end - start)[hit]
+            found.append(np.repeat(who[hit], lengths) * len(self._keys))
+            found[-1] += _ranges(rows, start[hit], end[hit])
+        pairs = np.unique(np.concatenate(found))
+        return pairs // len(self._keys), pairs % len(self._keys)
 
     def search(
         self, signature: Signature, max_distance: float = MATCH_DISTANCE
@@ -343,8 +357,24 @@ class SignatureIndex:
         Returns:
             ``(key, distance)`` pairs, nearest first, ties by key.
         """
-        rows = self.candidates(signature)
-        measured = _distances(signature.hashes, self._hashes[rows])
-        close = measured <= max_distance
-        pairs = zip(rows[close].tolist(), measured[close].tolist(), strict=True)
-        return sorted(((self._keys[row], d) for row, d in pairs), key=lambda p: (p[1], p[0]))
+        return self.search_many([signature], max_distance)[0]
+
+    def search_many(
+        self,
+        signatures: Sequence[Signature],
+        max_distance: float = MATCH_DISTANCE,
+        batch: int = 2048,
+    ) -> list[list[tuple[str, float]]]:
+        """``search`` of each signature, ``batch`` at a time: a whole dataset against itself
+        without a Python step per candidate."""
+        results: list[list[tuple[str, float]]] = [[] for _ in signatures]
+        for first in range(0, len(signatures), batch):
+            queries = np.stack([s.hashes for s in signatures[first : first + batch]])
+            owners, rows = self._candidate_pairs(queries)
+            measured = _pair_distances(queries[owners], self._hashes[rows])
+            close = measured <= max_distance
+            for owner, row, d in zip(
+                owners[close].tolist(), rows[close].tolist(), measured[close].tolist(), strict=True
+            ):
+                results[first + owner].append((self._keys[row], d))
+        return [sorted(found, key=lambda p: (p[1], p[0])) for found in results]
