@@ -419,14 +419,18 @@ def _deduplicate(clips: list[ClipRecord]) -> tuple[list[ClipRecord], list[Duplic
 
     Clips are decided best first (``_rank``): a clip within ``MATCH_DISTANCE`` of a clip kept
     before it is a duplicate of the nearest such clip (ties: the better ranked), so the outcome
-    is the same in whatever order the records were committed. Clips without a signature are
-    kept.
+    is the same in whatever order the records were committed. Clips without a signature, or
+    with one that does not parse (logged), are kept.
     """
-    signed = {
-        record.clip.key: Signature.from_hex(record.media.signature)
-        for record in clips
-        if record.media is not None and record.media.signature
-    }
+    signed = {}
+    for record in clips:
+        if record.media is None or not record.media.signature:
+            continue
+        try:
+            signed[record.clip.key] = Signature.from_hex(record.media.signature)
+        except ValueError as error:  # one bad record must not stop every fold
+            _logger.warning("clip kept unchecked for duplicates: %s", error,
+                            extra={"key": record.clip.key})  # fmt: skip
     if len(signed) < 2:
         return clips, []
     index = SignatureIndex()

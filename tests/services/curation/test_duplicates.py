@@ -94,6 +94,17 @@ def test_views_then_earliest_then_source_id(footage: dict[str, str], local_store
     assert [c.source_id for c in tie.snapshot().clips] == [sid("e")]
 
 
+def test_a_record_with_an_unreadable_signature_is_kept_and_the_rest_deduplicated(
+    footage: dict[str, str], local_store: ClipStore
+):
+    dataset = Dataset(local_store, "d")
+    damaged = record(sid("c"), "p1:not-hex")
+    dataset.add([record(sid("a"), footage["shot"]), record(sid("b"), footage["copy"]), damaged])
+    snapshot = dataset.snapshot()
+    assert [c.source_id for c in snapshot.clips] == [sid("a"), sid("c")]
+    assert [d.clip.source_id for d in snapshot.duplicates] == [sid("b")]
+
+
 def test_duplicates_are_published_and_left_out_of_the_lists(
     footage: dict[str, str], local_store: ClipStore
 ):
