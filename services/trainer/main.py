@@ -365,7 +365,9 @@ class _Job:
         on_device = d.augment_on == "device" or (
             d.augment_on == "auto" and info.device.type == "cuda"
         )
-        deferred = PretrainAugment(c.model.img_size, d.train_scales, d.flip)
+        deferred = None
+        if pretrain and on_device:
+            deferred = PretrainAugment(c.model.img_size, d.train_scales, d.flip)
         videos = VideoDataset(
             entries,
             self._train_transform(),
@@ -378,7 +380,7 @@ class _Job:
             tsn=d.tsn_segments,
             strides=d.stride_by_path,
             folders=self._frame_folders(),
-            deferred=deferred if pretrain and on_device else None,
+            deferred=deferred,
         )
         sampler: ResumableSampler | ShardVideoDataset
         if shards is None:
@@ -418,7 +420,7 @@ class _Job:
         )
         scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == torch.float16)
         loss_fn = self._loss_fn(len(names))
-        if videos.deferred is not None:
+        if deferred is not None:
             loss_fn = on_device_augment(deferred, loss_fn)
         # The reference's ModelEma: a copy of the weights on the model's device.
         ema = ModelEmaV2(plain, decay=c.model.ema_decay) if c.model.ema else None
