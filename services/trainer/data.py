@@ -80,6 +80,7 @@ __all__ = [
     "read_ucf101",
     "train_segments",
     "train_window",
+    "val_segments",
     "view_windows",
     "with_clip_records",
 ]
@@ -304,35 +305,58 @@ def train_window(length: int, num_frames: int, stride: int, rng: random.Random) 
     return [min(start + i * stride, length - 1) for i in range(num_frames)]
 
 
+def _short_segments(length: int, num_frames: int) -> list[int]:
+    """A video shorter than ``num_frames``: all its frames, the first repeated in front."""
+    return [0] * (num_frames - length) + list(range(length))
+
+
 def train_segments(length: int, num_frames: int, rng: random.Random) -> list[int]:
     """TSN sampling for training (Something-Something V2): one random frame per segment.
 
-    The reference's ``SSVideoClsDataset`` (VideoMAE V2 ``dataset/datasets.py`` builds it with
-    ``clip_len=1, num_segment=num_frames``) cuts the video into ``length // num_frames``-frame
-    segments and draws an offset in each; a video shorter than ``num_frames`` gives frame 0
-    throughout, as there.
+    As the reference's ``RawFrameClsDataset.load_frame`` (VideoMAE V2 ``dataset/datasets.py``,
+    which ``dataset/build.py`` builds for SSV2 with ``clip_len=1, num_segment=num_frames``):
+    ``length // num_frames``-frame segments and a random offset in each; a video shorter than
+    ``num_frames`` gives its frames with frame 0 repeated in front.
     """
     segment = length // num_frames
     if segment == 0:
-        return [0] * num_frames
+        return _short_segments(length, num_frames)
     return [i * segment + rng.randrange(segment) for i in range(num_frames)]
 
 
+def val_segments(length: int, num_frames: int) -> list[int]:
+    """TSN sampling for validation: the middle frame of each ``length // num_frames``-frame
+    segment (the reference's ``load_frame`` in validation mode), short videos as in training."""
+    segment = length // num_frames
+    if segment == 0:
+        return _short_segments(length, num_frames)
+    return [i * segment + segment // 2 for i in range(num_frames)]
+
+
 def view_windows(
-    length: int, num_frames: int, stride: int, segments: int, tsn: bool = False
+    length: int,
+    num_frames: int,
+    stride: int,
+    segments: int,
+    tsn: bool = False,
+    validation: bool = False,
 ) -> list[list[int]]:
-    """The testing views' frame indices.
+    """The frame indices of the testing views (with ``validation``, of the one validation view).
 
     Kinetics-style: ``segments`` windows with evenly spaced starts over the video. TSN-style
-    (SSv2): the video cut into ``num_frames`` parts of ``length / num_frames`` frames; view
-    ``s`` takes frame ``int(part * (i + s / segments))`` of part ``i``: offsets 0 and 0.5 of a
-    part for the paper's 2 views, as the reference's test loader (``int(tick * x)`` and
-    ``int(tick / 2 + tick * x)``), and offset 0 for the one view of validation.
+    (SSv2) testing, as the reference's ``load_frame`` in test mode: ``tick = length /
+    num_frames``; view ``s`` takes frame ``int(s * tick / segments + tick * x)`` of part ``x``,
+    offsets 0 and 0.5 of a part for the paper's 2 views (the reference reads the views'
+    indices sorted and view ``s`` as every ``segments``-th frame from ``s``, which is the same
+    frames). TSN validation is ``val_segments``.
     """
+    if tsn and validation:
+        return [val_segments(length, num_frames)]
     if tsn:
-        part = length / num_frames
+        tick = length / num_frames
+        # Below ``length`` without clamping: s / segments + x < num_frames.
         return [
-            [min(int(part * (i + s / segments)), length - 1) for i in range(num_frames)]
+            [int(s * tick / segments + tick * x) for x in range(num_frames)]
             for s in range(segments)
         ]
     span = num_frames * stride
@@ -594,7 +618,8 @@ class ShardVideoDataset(torch.utils.data.IterableDataset):
 class MultiViewDataset(Dataset):
     """Multi-view testing: all ``segments x crops`` views of one video per item.
 
-    An item is ``(views (V, C, T, H, W), label, index)`` or a ``Rejection``.
+    An item is ``(views (V, C, T, H, W), label, index)`` or a ``Rejection``. ``validation``
+    takes TSN's validation frames instead of its test views (``view_windows``).
     """
 
     def __init__(
@@ -607,6 +632,7 @@ class MultiViewDataset(Dataset):
         tsn: bool = False,
         store: ClipStore | None = None,
         folders: FrameFolders = FrameFolders(),
+        validation: bool = False,
     ) -> None:
         self.entries = list(entries)
         self.views = views
@@ -614,6 +640,7 @@ class MultiViewDataset(Dataset):
         self.sampling_rate = sampling_rate
         self.segments = segments
         self.tsn = tsn
+        self.validation = validation
         self.store = store
         self.folders = folders
 
@@ -625,7 +652,12 @@ class MultiViewDataset(Dataset):
         try:
             with _opened(entry, self.store, self.folders) as (length, read):
                 windows = view_windows(
-                    length, self.num_frames, self.sampling_rate, self.segments, self.tsn
+                    length,
+                    self.num_frames,
+                    self.sampling_rate,
+                    self.segments,
+                    self.tsn,
+                    self.validation,
                 )
                 views = [v for w in windows for v in self.views(read(w))]
         except H2AError as error:

@@ -500,13 +500,20 @@ class _Job:
         return classify_step_loss(mixer, d.smoothing)
 
     def _validate(self, model: nn.Module, entries: list[VideoEntry]) -> EvalResult:
-        """One view per video (TSN's first for SSv2); the loader (and its workers) lives for
-        this pass only."""
-        loader = self._multi_view_loader(entries, 1, 1, self.config.data.tsn_segments)
+        """One view per video (for SSv2 TSN's validation frames, the middle of each segment);
+        the loader (and its workers) lives for this pass only."""
+        loader = self._multi_view_loader(
+            entries, 1, 1, self.config.data.tsn_segments, validation=True
+        )
         return evaluate(model, loader, self.info, self.amp)
 
     def _multi_view_loader(
-        self, entries: list[VideoEntry], segments: int, crops: int, tsn: bool
+        self,
+        entries: list[VideoEntry],
+        segments: int,
+        crops: int,
+        tsn: bool,
+        validation: bool = False,
     ) -> DataLoader:
         """This rank's share of ``entries``, each video as ``segments x crops`` views."""
         c, info = self.config, self.info
@@ -520,6 +527,7 @@ class _Job:
             tsn,
             self.store,
             self._frame_folders(),
+            validation,
         )
         # Uneven shards are fine here: results are gathered once, not reduced per batch.
         indices = list(range(info.rank, len(dataset), info.world))
