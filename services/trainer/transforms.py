@@ -7,7 +7,8 @@ torchvision's v2 transforms draw one set of parameters for all of them) and leav
 Pre-training uses the reference multi-scale crop (scales [1, .875, .75, .66], fixed offsets, no
 flip); fine-tuning uses random-resized crop, flip, RandAugment and random erasing, then mixup /
 cutmix with label smoothing on the batch. Testing takes evenly spaced crops along the long side
-after resizing the short side to the crop size.
+after resizing the short side to the crop size, at the reference's sizes and offsets (floored
+long side, crops at ``int(k * step)``) in both flavours.
 
 Pixel operations come in two flavours (``data.pixels``). ``reference`` (the default, for
 reproducing the paper) does what the VideoMAE V2 reference's ``dataset/`` transforms do;
@@ -17,7 +18,10 @@ testing:
 - resizing of the random-resized crop and of the test's short side: plain bilinear (the
   reference's ``F.interpolate(mode="bilinear")`` and OpenCV ``INTER_LINEAR``) versus
   antialiased bilinear. Pre-training's multi-scale crop is antialiased in both: the reference
-  resizes PIL images there, and PIL's bilinear filter antialiases;
+  resizes PIL images there, and PIL's bilinear filter antialiases. Two deviations remain in
+  ``reference``, each of at most one grey level: the crop is resized as uint8 frames before
+  normalising (the reference resizes the normalised float clip), and OpenCV's fixed-point
+  weights round the test resize differently from torch's;
 - RandAugment's fill of uncovered pixels and interpolation: grey (128, 128, 128) and bicubic
   (the reference's ``create_random_augment`` with ``--train_interpolation bicubic``) versus
   the ImageNet mean and a random choice of bilinear and bicubic (timm's defaults);
@@ -286,9 +290,10 @@ def finetune_transform(
 
 
 def _resize_short(video: torch.Tensor, size: int, antialias: bool) -> torch.Tensor:
+    """Short side to ``size``, the long side to ``int(size * long / short)`` (floored, as the
+    reference's ``get_resize_sizes`` and torchvision's ``Resize``)."""
     height, width = video.shape[-2:]
-    scale = size / min(height, width)
-    new = [max(size, round(height * scale)), max(size, round(width * scale))]
+    new = [size * height // width, size] if width < height else [size, size * width // height]
     return F.resize(video, new, antialias=antialias)
 
 
@@ -297,19 +302,23 @@ def eval_views(
 ) -> list[torch.Tensor]:
     """Short side to ``size``, then ``num_crops`` crops evenly along the long side.
 
-    One crop is the centre crop; three are the paper's left/centre/right (top/centre/bottom).
-    The resize is plain bilinear for ``pixels="reference"``, antialiased otherwise.
+    As the reference's test loader (``spatial_step = (long - size) / (num_crops - 1)``, crop
+    ``k`` at ``int(k * spatial_step)``: the paper's left/centre/right or top/centre/bottom,
+    along the height when it is not the shorter side); one crop is its validation
+    ``CenterCrop`` at ``round((long - size) / 2)``. The resize is plain bilinear for
+    ``pixels="reference"``, antialiased otherwise.
     """
     video = _resize_short(_frames_to_tensor(frames), size, antialias=pixels != "reference")
     height, width = video.shape[-2:]
+    room = max(height, width) - size
+    if num_crops == 1:
+        starts = [round(room / 2)]
+    else:
+        step = room / (num_crops - 1)  # int(k * step) as the reference, not k * room / (n - 1)
+        starts = [int(k * step) for k in range(num_crops)]
     views = []
-    for k in range(num_crops):
-        frac = 0.5 if num_crops == 1 else k / (num_crops - 1)
-        top, left = round((height - size) * frac), round((width - size) * frac)
-        if width > height:
-            top = (height - size) // 2
-        else:
-            left = (width - size) // 2
+    for start in starts:
+        top, left = (start, 0) if height >= width else (0, start)
         views.append(normalize(video[..., top : top + size, left : left + size]))
     return views
 
