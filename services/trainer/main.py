@@ -317,15 +317,20 @@ class _Job:
         _logger.info("initialised from %s (dropped %s)", source, sorted(report.dropped))
 
     def _head_classes(self, checkpoint: Any, source: str) -> list[str]:
-        """The class of each head row: ``model.head_classes``, else the checkpoint's own."""
-        if self.config.model.head_classes:
-            with self.store.open_location(self.config.model.head_classes) as path:
-                return label_maps.read_names(path)
+        """The class of each head row: the checkpoint's own, else ``model.head_classes`` (a
+        shipped list by name, ``kinetics710`` for an official K710 file, or a file)."""
         if isinstance(checkpoint, dict) and checkpoint.get("classes"):
             return list(checkpoint["classes"])
+        given = self.config.model.head_classes
+        if given in label_maps.CLASS_LISTS:
+            return list(label_maps.CLASS_LISTS[given])
+        if given:
+            with self.store.open_location(given) as path:
+                return label_maps.read_names(path)
         raise ConfigError(
-            f"{source} names no classes of its head: give model.head_classes (a file of its "
-            f"row names, one per line) for model.remap_head"
+            f"{source} names no classes of its head: give model.head_classes (a shipped list "
+            f"such as kinetics710, or a file of its row names, one per line) for "
+            f"model.remap_head"
         )
 
     def _restore_model(self, model: nn.Module) -> None:

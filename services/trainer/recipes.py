@@ -57,8 +57,10 @@ class ModelConfig:
     """Keep ``init_checkpoint``'s classifier head, its rows picked by class name for this
     run's classes (the reference's K710 -> K400 label map), instead of a fresh head."""
     head_classes: str = ""
-    """The class of each row of ``init_checkpoint``'s head, one per line, for a file that does
-    not carry them (official K710 files; our checkpoints save theirs as ``classes``)."""
+    """The class of each row of ``init_checkpoint``'s head for a file that does not carry them
+    (our checkpoints save theirs as ``classes``, which win): a shipped list by name
+    (``label_maps.CLASS_LISTS``; ``kinetics710`` for the official K710 files) or a file, one
+    name per line."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further builder keywords (embed_dim, depth, num_heads, ... for tiny models)."""
     ema: bool = False
@@ -91,7 +93,7 @@ class DataConfig:
     """Folder that relative video paths of a list are resolved against."""
     labels: str = ""
     """Class names: labels.json (name -> id), classInd.txt, a shipped list by name
-    (``label_maps.CLASS_LISTS``: ``kinetics400``), or empty to number labels."""
+    (``label_maps.CLASS_LISTS``: ``kinetics400``, ``kinetics710``), or empty to number labels."""
     sampling_rate: int = 4
     """Frame stride of a clip (2 for Something-Something V2)."""
     stride_by_path: dict[str, int] = field(default_factory=dict)
@@ -468,13 +470,14 @@ def vit_g_k710_finetune() -> TrainConfig:
     """ViT-g/14 on Kinetics-710 (the K400 recipe, gradient clip 5.0, 35 epochs): the paper's
     post-pre-training stage, whose 710-class head ``vit_g_k710_to_k400_finetune`` remaps.
 
-    K710 comes as VideoMAE lists; ``data.labels`` names its classes in the reference's order,
-    so the checkpoint carries the names the K400 stage remaps its head by.
+    K710 comes as VideoMAE lists labelled in the reference's order (``misc/label_map_k710.txt``),
+    which ``data.labels=kinetics710`` names, so the checkpoint carries the names the K400 stage
+    remaps its head by.
     """
     base = vit_g_k400_finetune()
     return replace(
         base,
-        data=replace(base.data, format="list"),
+        data=replace(base.data, format="list", labels="kinetics710"),
         optim=replace(base.optim, epochs=35, clip_grad=5.0),
         checkpoint=replace(base.checkpoint, run="vit_g_k710_finetune"),
     )
@@ -483,14 +486,16 @@ def vit_g_k710_finetune() -> TrainConfig:
 def vit_g_k710_to_k400_finetune() -> TrainConfig:
     """ViT-g/14 K400 from the K710 model: 3 epochs at lr 1e-5, the head remapped 710 -> 400.
 
-    The K710 head's rows of the K400 classes (``label_maps``; torchvision's K400 names) start
-    the head, as the reference's label map does. Warmup is dropped: the K400 recipe's 5 warmup
-    epochs would outlast the 3 epochs.
+    The K710 head's rows of the K400 classes start the head, the reference's
+    ``misc/label_710to400.json`` (``label_maps``: torchvision's K400 names found among the
+    shipped K710 names). Our K710 checkpoints name their rows; an official K710 file is read
+    with the shipped ``kinetics710`` list. Warmup is dropped: the K400 recipe's 5 warmup epochs
+    would outlast the 3 epochs.
     """
     base = vit_g_k400_finetune()
     return replace(
         base,
-        model=replace(base.model, remap_head=True),
+        model=replace(base.model, remap_head=True, head_classes="kinetics710"),
         data=replace(base.data, labels="kinetics400"),
         optim=replace(base.optim, epochs=3, base_lr=1e-5, warmup_epochs=0),
         checkpoint=replace(base.checkpoint, run="vit_g_k710_to_k400_finetune"),
