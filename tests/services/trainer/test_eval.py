@@ -27,6 +27,9 @@ _QUICK = ("optim.epochs=1", "runtime.progress=false", "data.batch_size=4")
 
 
 def test_views_fused_by_mean_softmax() -> None:
+    # The reference's score (OpenGVLab/VideoMAEv2 29eab1e, engine_for_finetuning.py:275-328,
+    # merge(method="prob") after final_test): softmax of each view's logits, the mean over the
+    # test_num_segment x test_num_crop views of a video, top-1 its argmax.
     torch.manual_seed(0)
     model = create_classifier(
         "vit_small_patch16_224", 5, num_frames=4, img_size=16, patch_size=8,
@@ -41,6 +44,7 @@ def test_views_fused_by_mean_softmax() -> None:
     assert torch.allclose(torch.from_numpy(result.probabilities), expected, atol=1e-6)
     assert result.indices.tolist() == [7, 9] and result.labels.tolist() == [1, 3]
     assert result.topk(5) == 1.0
+    assert result.topk(1) == float(torch.mean((expected.argmax(1) == torch.tensor([1, 3])) * 1.0))
 
 
 def test_evaluate_writes_reports_and_counts_bad_videos(
