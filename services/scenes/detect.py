@@ -66,6 +66,9 @@ class SceneResult:
 
     scenes: tuple[Segment, ...]
     longest_index: int
+    keyframes: tuple[int, ...] = ()
+    """The source's keyframes (display indices, ascending): where a decode can start, so the
+    driver can start a clip on one (``services.curation.segment.usable_scene``)."""
 
     def __post_init__(self) -> None:
         if not self.scenes:
@@ -251,4 +254,4 @@ def detect_scenes(path: Path, info: VideoInfo, settings: SceneSettings) -> Scene
             "undecodable": sum(end - start for start, end in stream.holes),
         },
     )
-    return SceneResult(scenes=scenes, longest_index=longest)
+    return SceneResult(scenes=scenes, longest_index=longest, keyframes=timeline.keyframes)

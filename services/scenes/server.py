@@ -45,6 +45,7 @@ def scene_result_to_proto(result: SceneResult) -> scenes_pb2.DetectScenesRespons
     return scenes_pb2.DetectScenesResponse(
         scenes=[to_message(scene, common_pb2.Segment) for scene in result.scenes],
         longest_index=result.longest_index,
+        keyframes=result.keyframes,
     )
 
 
@@ -52,6 +53,7 @@ def scene_result_from_proto(message: scenes_pb2.DetectScenesResponse) -> SceneRe
     return SceneResult(
         scenes=tuple(from_message(scene, Segment) for scene in message.scenes),
         longest_index=message.longest_index,
+        keyframes=tuple(message.keyframes),
     )
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hashtag2action.v1 import common_pb2 as hashtag2action_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehashtag2action/v1/scenes.proto\x12\x11hashtag2action.v1\x1a\x1ehashtag2action/v1/common.proto\"n\n\x13\x44\x65tectScenesRequest\x12+\n\x05video\x18\x01 \x01(\x0b\x32\x1c.hashtag2action.v1.ObjectRef\x12*\n\x04info\x18\x02 \x01(\x0b\x32\x1c.hashtag2action.v1.VideoInfo\"Y\n\x14\x44\x65tectScenesResponse\x12*\n\x06scenes\x18\x01 \x03(\x0b\x32\x1a.hashtag2action.v1.Segment\x12\x15\n\rlongest_index\x18\x02 \x01(\x05\x32p\n\rSceneAnalysis\x12_\n\x0c\x44\x65tectScenes\x12&.hashtag2action.v1.DetectScenesRequest\x1a\'.hashtag2action.v1.DetectScenesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehashtag2action/v1/scenes.proto\x12\x11hashtag2action.v1\x1a\x1ehashtag2action/v1/common.proto\"n\n\x13\x44\x65tectScenesRequest\x12+\n\x05video\x18\x01 \x01(\x0b\x32\x1c.hashtag2action.v1.ObjectRef\x12*\n\x04info\x18\x02 \x01(\x0b\x32\x1c.hashtag2action.v1.VideoInfo\"l\n\x14\x44\x65tectScenesResponse\x12*\n\x06scenes\x18\x01 \x03(\x0b\x32\x1a.hashtag2action.v1.Segment\x12\x15\n\rlongest_index\x18\x02 \x01(\x05\x12\x11\n\tkeyframes\x18\x03 \x03(\x05\x32p\n\rSceneAnalysis\x12_\n\x0c\x44\x65tectScenes\x12&.hashtag2action.v1.DetectScenesRequest\x1a\'.hashtag2action.v1.DetectScenesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DETECTSCENESREQUEST']._serialized_start=85
   _globals['_DETECTSCENESREQUEST']._serialized_end=195
   _globals['_DETECTSCENESRESPONSE']._serialized_start=197
-  _globals['_DETECTSCENESRESPONSE']._serialized_end=286
-  _globals['_SCENEANALYSIS']._serialized_start=288
-  _globals['_SCENEANALYSIS']._serialized_end=400
+  _globals['_DETECTSCENESRESPONSE']._serialized_end=305
+  _globals['_SCENEANALYSIS']._serialized_start=307
+  _globals['_SCENEANALYSIS']._serialized_end=419
 # @@protoc_insertion_point(module_scope)

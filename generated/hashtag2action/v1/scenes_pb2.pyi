@@ -16,9 +16,11 @@ class DetectScenesRequest(_message.Message):
     def __init__(self, video: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., info: _Optional[_Union[_common_pb2.VideoInfo, _Mapping]] = ...) -> None: ...
 
 class DetectScenesResponse(_message.Message):
-    __slots__ = ("scenes", "longest_index")
+    __slots__ = ("scenes", "longest_index", "keyframes")
     SCENES_FIELD_NUMBER: _ClassVar[int]
     LONGEST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEYFRAMES_FIELD_NUMBER: _ClassVar[int]
     scenes: _containers.RepeatedCompositeFieldContainer[_common_pb2.Segment]
     longest_index: int
-    def __init__(self, scenes: _Optional[_Iterable[_Union[_common_pb2.Segment, _Mapping]]] = ..., longest_index: _Optional[int] = ...) -> None: ...
+    keyframes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, scenes: _Optional[_Iterable[_Union[_common_pb2.Segment, _Mapping]]] = ..., longest_index: _Optional[int] = ..., keyframes: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -31,3 +31,5 @@ def test_bikes_cuts_come_back_over_grpc(
     assert result == detect_scenes(bikes, info, SceneSettings())
     assert [scene.start_frame for scene in result.scenes] == [0, 30, 76, 137, 187, 242]
     assert result.longest == Segment(76, 137, 25.0)
+    # The keyframes travel too: the driver starts clips on them.
+    assert result.keyframes and result.keyframes[0] == 0
