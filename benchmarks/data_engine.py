@@ -52,14 +52,14 @@ import scenedetect
 
 from services.clips.encode import ClipSettings
 from services.common.config import StoreSettings
+from services.common.dataset import REVIEW_REASON
 from services.common.errors import H2AError
-from services.common.records import Segment
+from services.common.records import ClipRecord, Segment
 from services.common.samples import SAMPLE_HASHTAGS, sample_video
 from services.common.store import ClipStore
 from services.common.video import VideoReader, iter_frames, probe, write_clip, write_frames
-from services.curation.curate import CurateSettings, LocalStages, curate
+from services.curation.curate import CurateSettings, LocalStages, curate, curate_one
 from services.curation.grpc_stages import GrpcStages
-from services.curation.segment import choose_segment
 from services.ingestion.sources import SourceItem
 from services.persons.detect import (
     SCORE_FLOOR,
@@ -177,30 +177,53 @@ def _rss_mib(field: str) -> float:
     return float("nan")
 
 
+class _TimedStages:
+    """The in-process stages, each call's CPU added to its stage; the scene persons look at."""
+
+    def __init__(self, stages: LocalStages) -> None:
+        self._stages = stages
+        self.times = dict.fromkeys(STAGES, 0.0)
+        self.scene: Segment | None = None
+
+    def _timed(self, stage: str, call: Callable[..., Any], *args: Any) -> Any:
+        value, seconds = _cpu(call, *args)
+        self.times[stage] += seconds
+        return value
+
+    def ingest(self, item: SourceItem) -> Any:
+        return self._timed("ingest", self._stages.ingest, item)
+
+    def scenes(self, video: Any) -> Any:
+        return self._timed("scenes", self._stages.scenes, video)
+
+    def persons(self, video: Any, scene: Segment) -> Any:
+        self.scene = scene
+        return self._timed("persons", self._stages.persons, video, scene)
+
+    def clip(self, video: Any, segment: Segment) -> Any:
+        return self._timed("clip", self._stages.clip, video, segment)
+
+
 def _engine(path: Path, hashtag: str, settings: CurateSettings) -> dict[str, Any]:
-    """One video through the in-process stages on a fresh store, timed per stage."""
+    """One video through the driver and the in-process stages on a fresh store, timed per
+    stage."""
     with tempfile.TemporaryDirectory(prefix="h2a-bench-") as folder:
         store = ClipStore.from_settings(StoreSettings(backend="local", root=Path(folder)))
-        stages = LocalStages(store, settings)
-        times = dict.fromkeys(STAGES, 0.0)
+        stages = _TimedStages(LocalStages(store, settings))
         _peak_rss_reset()
         base = _rss_mib("VmRSS")
-        video, times["ingest"] = _cpu(lambda: stages.ingest(SourceItem(str(path), hashtag)))
-        scenes, times["scenes"] = _cpu(lambda: stages.scenes(video))
-        persons, times["persons"] = _cpu(lambda: stages.persons(video, scenes.longest))
-        outcome, segment = "review", None
-        if persons.passed:
-            try:
-                segment = choose_segment(scenes.longest, persons, settings.clips)
-                _, times["clip"] = _cpu(lambda: stages.clip(video, segment))
-                outcome = f"clip {segment.start_frame}-{segment.end_frame}"
-            except H2AError as error:
-                outcome, segment = error.reason, None
+        result = curate_one(SourceItem(str(path), hashtag), stages, settings.clips)
         peak = _rss_mib("VmHWM")
+        segment = None
+        if isinstance(result, ClipRecord):
+            segment = Segment(result.start_frame, result.end_frame, result.fps)
+            outcome = f"clip {segment.start_frame}-{segment.end_frame}"
+        else:
+            outcome = "review" if result.reason == REVIEW_REASON else result.reason
         return {
-            "times": times,
+            "times": stages.times,
             "outcome": outcome,
-            "longest": scenes.longest,
+            "scene": stages.scene,
             "segment": segment,
             "rss": (peak, peak - base),
         }
@@ -288,7 +311,7 @@ def _engine_table(settings: CurateSettings, repeat: int) -> dict[str, dict[str, 
         floor = min(_floor(path) for _ in range(repeat))
         runs = [_engine(path, hashtag, settings) for _ in range(repeat)]
         best = min(runs, key=lambda run: sum(run["times"].values()))
-        indices = sample_indices(best["longest"], settings.persons.num_frames)
+        indices = sample_indices(best["scene"], settings.persons.num_frames)
         detector = min(_detector(path, indices, settings.persons) for _ in range(repeat))
         paper = min(
             (_baseline(path, best["segment"], settings) for _ in range(repeat)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 
 import av
@@ -27,9 +28,16 @@ from services.common.signatures import (
     signature_from_frames,
 )
 from services.common.store import ClipStore
-from services.common.video import X264_PRESET, VideoInfo, VideoReader, probe, write_clip
+from services.common.video import (
+    X264_PRESET,
+    ClipWriter,
+    Timeline,
+    VideoInfo,
+    VideoReader,
+    probe,
+)
 
-__all__ = ["ClipSettings", "encode_clip"]
+__all__ = ["ClipDraft", "ClipSettings", "encode_clip", "stored_clip"]
 
 _logger = logging.getLogger(__name__)
 
@@ -54,6 +62,12 @@ class ClipSettings(BaseSettings):
     keyframe before it: on 8 s clips 32 decodes 41.4 frames per window against 47.0 at x264's
     default (250), for 9.5% more bytes (64: 44.4 frames, +3%; 16: 40.9, +20%). Training is
     bound by decoding, storage is not: ``benchmarks/loader.py`` prints the trade-off."""
+    keyframe_slack_s: float = Field(default=0.5, ge=0)
+    """A clip may start this much after its scene does, on the source's first keyframe there:
+    its frames then decode from that keyframe instead of the one before the scene (at x264's
+    default of 250 frames, up to 8 s of video decoded for nothing). The driver applies it only
+    when the rest still lasts ``min_seconds`` (``services.curation.segment.usable_scene``);
+    0 starts every clip at its scene."""
     bframes: int = Field(default=3, ge=0, le=16)
     """Consecutive B-frames; none is referenced, so strided reads skip decoding them (no
     B-frames: 75.5 frames decoded per window, and 20% more bytes)."""
@@ -119,6 +133,105 @@ class _SignedFrames:
         return signature_from_frames(np.stack([self.frames[p] for p in self.positions]))
 
 
+class ClipDraft:
+    """A clip being encoded from frames of its segment as a pass over the source decodes them.
+
+    ``encode_clip`` feeds it from its own pass; the in-process engine from the pass that also
+    samples the person detector's frames (``services.curation.fused``). ``finish`` verifies
+    the clip and stores it, ``close`` throws it away; nothing is stored before ``finish``.
+    """
+
+    def __init__(
+        self,
+        source_id: str,
+        segment: Segment,
+        store: ClipStore,
+        settings: ClipSettings,
+        info: VideoInfo,
+        timeline: Timeline,
+    ) -> None:
+        self.source_id = source_id
+        self.segment = segment
+        self.key = ClipStore.clip_key(source_id, segment.start_frame, segment.end_frame)
+        self._store = store
+        self._settings = settings
+        self._signed = _SignedFrames(sample_indices(segment.num_frames))
+        self._resources = ExitStack()
+        try:
+            folder = self._resources.enter_context(scratch_dir("clip"))
+            self._writer = self._resources.enter_context(
+                ClipWriter(
+                    Path(folder) / "clip.mp4",
+                    timeline,
+                    info,
+                    short_side=settings.short_side,
+                    crf=settings.crf,
+                    preset=settings.preset,
+                    keyframe_interval=settings.keyframe_interval,
+                    bframes=settings.bframes,
+                    on_frame=self._signed.keep,
+                )
+            )
+        except BaseException:
+            self._resources.close()
+            raise
+
+    def __enter__(self) -> ClipDraft:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, index: int, frame: av.VideoFrame) -> None:
+        """Encode the source's frame ``index`` when the segment holds it."""
+        if self.segment.start_frame <= index < self.segment.end_frame:
+            self._writer.add(index, frame)
+
+    def finish(self) -> EncodedClip:
+        """Verify what was written and store it under the clip key; the draft is closed.
+
+        Raises:
+            UnreadableVideo: frames of the segment could not be decoded.
+            TooShort: the segment covers less source time than ``min_seconds``.
+            TooLong: it covers more than ``max_seconds``.
+        """
+        segment = self.segment
+        try:
+            self._writer.finish()
+            local = self._writer.dest
+            clip = probe(local)  # what the file holds, not what the encoder was given
+            _verify(clip, segment, self._settings)
+            media = _media(clip, local, self._signed.signature())
+            ref = self._store.put_file(self.key, local)
+        finally:
+            self.close()
+        _logger.info(
+            "clip encoded",
+            extra={
+                "source_id": self.source_id,
+                "stage": "clips",
+                "key": self.key,
+                "frames": clip.frame_count,
+                "duration_s": round(clip.duration_s, 3),
+            },
+        )
+        return EncodedClip(ref, media)
+
+    def close(self) -> None:
+        self._resources.close()
+
+
+def stored_clip(store: ClipStore, source_id: str, segment: Segment) -> EncodedClip | None:
+    """The clip already stored for this segment of this source, when its bytes verify (clip
+    keys name the source content and the frame range: the same request means the same clip);
+    None when there is none or it failed verification (the next put repairs it)."""
+    existing = store.verify(ClipStore.clip_key(source_id, segment.start_frame, segment.end_frame))
+    if existing is None:
+        return None
+    with store.open_local(existing) as local:
+        return EncodedClip(existing, _media(probe(local), local, clip_signature(local)))
+
+
 def encode_clip(
     path: Path,
     source_id: str,
@@ -129,9 +242,9 @@ def encode_clip(
 ) -> EncodedClip:
     """Re-encode ``segment`` of the video at ``path`` and store it under its clip key.
 
-    A clip already in the store under the same key is returned as is when its bytes verify: clip
-    keys name the source content and the frame range, so the same request always means the same
-    clip. One that does not verify is encoded again (and the store records the repair).
+    A clip already in the store under the same key is returned as is when its bytes verify
+    (``stored_clip``); one that does not verify is encoded again (and the store records the
+    repair).
 
     Args:
         info: the video's probe record (its rotation and rate; not probed again).
@@ -141,39 +254,16 @@ def encode_clip(
         TooShort: the segment covers less source time than ``min_seconds``.
         TooLong: it covers more than ``max_seconds``.
     """
-    key = ClipStore.clip_key(source_id, segment.start_frame, segment.end_frame)
-    existing = store.verify(key)
+    existing = stored_clip(store, source_id, segment)
     if existing is not None:
-        with store.open_local(existing) as local:
-            return EncodedClip(existing, _media(probe(local), local, clip_signature(local)))
-    signed = _SignedFrames(sample_indices(segment.num_frames))
-    with scratch_dir("clip") as folder:
-        local = Path(folder) / "clip.mp4"
-        write_clip(
-            path,
-            local,
-            segment.start_frame,
-            segment.end_frame,
-            short_side=settings.short_side,
-            crf=settings.crf,
-            preset=settings.preset,
-            info=info,
-            keyframe_interval=settings.keyframe_interval,
-            bframes=settings.bframes,
-            on_frame=signed.keep,
-        )
-        clip = probe(local)  # what the file holds, not what the encoder was given
-        _verify(clip, segment, settings)
-        media = _media(clip, local, signed.signature())
-        ref = store.put_file(key, local)
-    _logger.info(
-        "clip encoded",
-        extra={
-            "source_id": source_id,
-            "stage": "clips",
-            "key": key,
-            "frames": clip.frame_count,
-            "duration_s": round(clip.duration_s, 3),
-        },
-    )
-    return EncodedClip(ref, media)
+        return existing
+    start, end = segment.start_frame, segment.end_frame
+    with (
+        VideoReader(path) as video,
+        ClipDraft(source_id, segment, store, settings, info, video.timeline) as draft,
+    ):
+        # From the keyframe before the window: frames before it are decoded only when the
+        # window's frames refer to them.
+        for index, frame in video.frames(start, end, range(start, end)):
+            draft.add(index, frame)
+        return draft.finish()

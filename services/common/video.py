@@ -32,6 +32,7 @@ from services.common.errors import NoVideoStream, UnreadableVideo
 
 __all__ = [
     "X264_PRESET",
+    "ClipWriter",
     "Timeline",
     "VideoInfo",
     "VideoReader",
@@ -333,6 +334,20 @@ class VideoReader:
             )
             yield index, image.to_ndarray()
 
+    def converter(
+        self, long_side: int, format: str = "bgr24"
+    ) -> Callable[[av.VideoFrame], np.ndarray]:
+        """A function turning this video's decoded frames upright, scaled to ``long_side``
+        (aspect kept) while converting them to ``format``; one scaler serves every call."""
+        width, height = _fit(*self.size, long_side)
+        scaler = av.video.reformatter.VideoReformatter()
+
+        def convert(frame: av.VideoFrame) -> np.ndarray:
+            image = scaler.reformat(frame, width=width, height=height, format=format)
+            return _upright(image.to_ndarray(), _rotation(self._stream, frame))
+
+        return convert
+
     def sample(
         self, indices: Iterable[int], long_side: int, format: str = "bgr24"
     ) -> dict[int, np.ndarray]:
@@ -345,14 +360,12 @@ class VideoReader:
         wanted = set(indices)
         if not wanted:
             return {}
-        width, height = _fit(*self.size, long_side)
-        scaler = av.video.reformatter.VideoReformatter()
-        found = {}
-        for index, frame in self.frames(min(wanted), max(wanted) + 1, wanted):
-            if index in wanted:
-                image = scaler.reformat(frame, width=width, height=height, format=format)
-                found[index] = _upright(image.to_ndarray(), _rotation(self._stream, frame))
-        return found
+        convert = self.converter(long_side, format)
+        return {
+            index: convert(frame)
+            for index, frame in self.frames(min(wanted), max(wanted) + 1, wanted)
+            if index in wanted
+        }
 
     def rgb(self, indices: Sequence[int]) -> np.ndarray:
         """The frames at ``indices`` as uint8 RGB ``(T, H, W, 3)``, upright, full size.
@@ -460,6 +473,111 @@ def _mux(
         output.mux(packet)
 
 
+class ClipWriter:
+    """An upright H.264 mp4 written from a source's decoded frames as they come.
+
+    Each frame keeps its source presentation time, rebased to start at 0 in the source's time
+    base, so the clip plays exactly the source time it covers, also at a variable frame rate.
+    Frames are turned upright by the source's rotation (the clip has no display matrix) and
+    scaled to ``short_side`` (0 keeps the size), aspect kept. The frames come from any pass
+    over the source (``write_clip``'s own, or one that also feeds a detector).
+
+    Args:
+        dest: the mp4 to write.
+        timeline: the source's timeline (``VideoReader.timeline``): frame times and durations.
+        info: the source's probe record (its rotation, size and rate).
+        keyframe_interval: the most frames between keyframes (0: x264's default, 250).
+        bframes: the most consecutive B-frames (-1: the preset's).
+        on_frame: called with each written frame's position in the clip and the frame as it
+            is encoded (upright, output size): what a caller needs of the pixels without
+            decoding the clip again.
+    """
+
+    def __init__(
+        self,
+        dest: Path,
+        timeline: Timeline,
+        info: VideoInfo,
+        short_side: int = 320,
+        crf: int = 23,
+        preset: str = X264_PRESET,
+        keyframe_interval: int = 0,
+        bframes: int = -1,
+        on_frame: Callable[[int, av.VideoFrame], None] | None = None,
+    ) -> None:
+        upright_width, upright_height = info.upright_size
+        scale = short_side / min(upright_width, upright_height) if short_side else 1.0
+        self._size = _even(upright_width * scale), _even(upright_height * scale)
+        # Scaled in the stored orientation, then turned: the scaler sees the decoded frame as is.
+        self._stored = self._size[::-1] if info.rotation % 180 else self._size
+        self._rotation = info.rotation
+        self._timeline = timeline
+        self._on_frame = on_frame
+        self.dest = Path(dest)
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self._output = av.open(str(self.dest), mode="w", format="mp4")
+        stream = self._output.add_stream("libx264", rate=Fraction(info.fps).limit_denominator(1001))
+        stream.width, stream.height = self._size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = timeline.time_base
+        stream.options = {"crf": str(crf), "preset": preset}
+        if keyframe_interval:
+            stream.options["g"] = str(keyframe_interval)
+        if bframes >= 0:
+            stream.options["bf"] = str(bframes)
+        # B-frames that nothing references: a reader that wants every 4th frame (the training
+        # window) skips decoding them (``VideoReader.frames(wanted=...)``), for 1.5% more bytes.
+        stream.options["b-pyramid"] = "none"
+        self._stream = stream
+        self._scaler = av.video.reformatter.VideoReformatter()  # one for all frames, see arrays()
+        self._origin: int | None = None
+        # Each frame shows until the next source frame: the muxer ends the clip at the latest
+        # pts + duration, so the clip lasts exactly the source time it covers.
+        self._durations: dict[int, int] = {}
+        self.written = 0
+
+    def __enter__(self) -> ClipWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._output.close()
+
+    def add(self, index: int, frame: av.VideoFrame) -> None:
+        """Encode the source's frame ``index`` (frames come in display order)."""
+        width, height = self._size
+        if self._rotation:
+            stored = self._scaler.reformat(
+                frame, width=self._stored[0], height=self._stored[1], format="rgb24"
+            )
+            turned = _upright(stored.to_ndarray(), self._rotation)
+            image = av.VideoFrame.from_ndarray(turned, format="rgb24")  # the encoder converts
+        else:
+            image = self._scaler.reformat(frame, width=width, height=height, format="yuv420p")
+        if self._on_frame is not None:
+            self._on_frame(self.written, image)
+        pts = self._timeline.pts[index]
+        self._origin = pts if self._origin is None else self._origin
+        image.pts, image.time_base = pts - self._origin, self._timeline.time_base
+        self._durations[image.pts] = _until(self._timeline, index + 1) - pts
+        _mux(self._output, self._stream.encode(image), self._durations)
+        self.written += 1
+
+    def finish(self) -> int:
+        """Flush the encoder and close the file; the number of frames written.
+
+        Raises:
+            UnreadableVideo: no frame was written (the file is removed).
+        """
+        try:
+            _mux(self._output, self._stream.encode(), self._durations)
+        finally:
+            self._output.close()
+        if self.written == 0:
+            self.dest.unlink(missing_ok=True)
+            raise UnreadableVideo("none of the frames of the clip could be decoded")
+        return self.written
+
+
 def write_clip(
     source: Path,
     dest: Path,
@@ -473,74 +591,36 @@ def write_clip(
     bframes: int = -1,
     on_frame: Callable[[int, av.VideoFrame], None] | None = None,
 ) -> int:
-    """Re-encode frames ``[start_frame, end_frame)`` of ``source`` to an upright H.264 mp4.
-
-    Each frame keeps its source presentation time, rebased to start at 0 in the source's time
-    base, so the clip plays exactly the source time it covers, also at a variable frame rate.
-    Frames are turned upright by the source's rotation (the clip has no display matrix) and
-    scaled to ``short_side`` (0 keeps the size), aspect kept.
-
-    Args:
-        info: the source's probe record (probed here when not given).
-        keyframe_interval: the most frames between keyframes (0: x264's default, 250).
-        bframes: the most consecutive B-frames (-1: the preset's).
-        on_frame: called with each written frame's position in the clip and the frame as it
-            is encoded (upright, output size): what a caller needs of the pixels without
-            decoding the clip again.
+    """Re-encode frames ``[start_frame, end_frame)`` of ``source`` to an upright H.264 mp4
+    (``ClipWriter``; ``info`` is probed when not given).
 
     Returns:
         The number of frames written: fewer than asked when some could not be decoded (the
         caller verifies the clip).
+
+    Raises:
+        UnreadableVideo: no frame of the range could be decoded.
     """
     info = info or probe(source)
-    upright_width, upright_height = info.upright_size
-    scale = short_side / min(upright_width, upright_height) if short_side else 1.0
-    width, height = _even(upright_width * scale), _even(upright_height * scale)
-    # Scaled in the stored orientation, then turned: the scaler sees the decoded frame as is.
-    stored = (height, width) if info.rotation % 180 else (width, height)
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with VideoReader(source) as video, av.open(str(dest), mode="w", format="mp4") as output:
-        timeline = video.timeline
-        stream = output.add_stream("libx264", rate=Fraction(info.fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = stream.codec_context.time_base = timeline.time_base
-        stream.options = {"crf": str(crf), "preset": preset}
-        if keyframe_interval:
-            stream.options["g"] = str(keyframe_interval)
-        if bframes >= 0:
-            stream.options["bf"] = str(bframes)
-        # B-frames that nothing references: a reader that wants every 4th frame (the training
-        # window) skips decoding them (``VideoReader.frames(wanted=...)``), for 1.5% more bytes.
-        stream.options["b-pyramid"] = "none"
-        scaler = av.video.reformatter.VideoReformatter()  # one for all frames, see arrays()
-        origin = None
-        # Each frame shows until the next source frame: the muxer ends the clip at the latest
-        # pts + duration, so the clip lasts exactly the source time it covers.
-        durations: dict[int, int] = {}
+    with (
+        VideoReader(source) as video,
+        ClipWriter(
+            dest,
+            video.timeline,
+            info,
+            short_side,
+            crf,
+            preset,
+            keyframe_interval,
+            bframes,
+            on_frame,
+        ) as writer,
+    ):
         # From the keyframe before the window: frames before it are decoded only when the
         # window's frames refer to them.
         for index, frame in video.frames(start_frame, end_frame, range(start_frame, end_frame)):
-            if info.rotation:
-                rgb = scaler.reformat(frame, width=stored[0], height=stored[1], format="rgb24")
-                turned = _upright(rgb.to_ndarray(), info.rotation)
-                image = av.VideoFrame.from_ndarray(turned, format="rgb24")  # encoder converts
-            else:
-                image = scaler.reformat(frame, width=width, height=height, format="yuv420p")
-            if on_frame is not None:
-                on_frame(written, image)
-            pts = timeline.pts[index]
-            origin = pts if origin is None else origin
-            image.pts, image.time_base = pts - origin, timeline.time_base
-            durations[image.pts] = _until(timeline, index + 1) - pts
-            _mux(output, stream.encode(image), durations)
-            written += 1
-        _mux(output, stream.encode(), durations)
-    if written == 0:
-        dest.unlink(missing_ok=True)
-        raise UnreadableVideo(f"{Path(source).name}: no frames in [{start_frame}, {end_frame})")
-    return written
+            writer.add(index, frame)
+        return writer.finish()
 
 
 def write_frames(

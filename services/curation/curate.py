@@ -28,7 +28,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tqdm import tqdm
 
-from services.clips.encode import ClipSettings, encode_clip
+from services.clips.encode import ClipDraft, ClipSettings, encode_clip
 from services.common.config import StoreSettings
 from services.common.dataset import REVIEW_REASON, VIEW_NAMES, Dataset, Snapshot
 from services.common.errors import DownloadFailed, H2AError, InvalidSource
@@ -41,8 +41,9 @@ from services.common.records import (
     Segment,
 )
 from services.common.store import ClipStore
+from services.curation.fused import detect_and_draft
 from services.curation.report import REPORT_NAME, write_report
-from services.curation.segment import choose_segment
+from services.curation.segment import choose_segment, usable_scene, whole_scene
 from services.ingestion.sources import (
     IngestedVideo,
     IngestSettings,
@@ -110,10 +111,26 @@ class _LocalCopy:
     users: int = 0
     finished: bool = False
     """No stage of this video's run follows: close the copy once nobody uses it."""
+    draft: ClipDraft | None = None
+    """The clip the persons stage encoded on its pass (``services.curation.fused``), kept for
+    the clip stage; closed with the copy."""
+
+    def take_draft(self) -> ClipDraft | None:
+        draft, self.draft = self.draft, None
+        return draft
+
+    def close(self) -> None:
+        draft = self.take_draft()
+        if draft is not None:
+            draft.close()
+        self.closer.close()
 
 
 class LocalStages:
     """The stage functions called in-process on one store (the embedded default).
+
+    When the whole scene becomes the clip, the persons stage reads it once for the detector and
+    the clip encoder (``services.curation.fused``) and the clip stage stores that clip.
 
     The stages of a video share one verified local copy of it (``open_local`` hashes the file,
     and downloads it from a remote store), keyed by its sha256: opened by the first stage,
@@ -129,7 +146,7 @@ class LocalStages:
         self._lock = threading.Lock()
 
     @contextmanager
-    def _local(self, video: IngestedVideo, last: bool = False) -> Iterator[Path]:
+    def _local(self, video: IngestedVideo, last: bool = False) -> Iterator[_LocalCopy]:
         """The video's verified local copy; ``last``: no stage of its run follows."""
         key = video.raw.sha256
         with self._lock:
@@ -140,7 +157,7 @@ class LocalStages:
             with copy.opening:
                 if copy.path is None:
                     copy.path = copy.closer.enter_context(self.store.open_local(video.raw))
-            yield copy.path
+            yield copy
         except BaseException:
             last = True  # the driver ends the run on any failure
             raise
@@ -167,26 +184,53 @@ class LocalStages:
                 self._copies.pop(key) for key in idle if self._copies[key].finished or key in excess
             ]
         for copy in closing:
-            copy.closer.close()
+            copy.close()
 
     def ingest(self, item: SourceItem) -> IngestedVideo:
         return ingest(item, self.store, self.settings.ingest)
 
     def scenes(self, video: IngestedVideo) -> SceneResult:
-        with self._local(video) as path:
-            return detect_scenes(path, video.info, self.settings.scenes)
+        with self._local(video) as copy:
+            return detect_scenes(copy.path, video.info, self.settings.scenes)
 
     def persons(self, video: IngestedVideo, scene: Segment) -> PersonResult:
-        with self._local(video) as path:
-            result = detect_persons(path, scene, self.settings.persons, self.store)
+        settings = self.settings
+        with self._local(video) as copy:
+            fused = None
+            key = ClipStore.clip_key(video.source_id, scene.start_frame, scene.end_frame)
+            # A clip already stored is reused by the clip stage: nothing to encode then.
+            if whole_scene(scene, settings.clips) and self.store.stat(key) is None:
+                fused = detect_and_draft(
+                    copy.path,
+                    video.source_id,
+                    scene,
+                    video.info,
+                    self.store,
+                    settings.persons,
+                    settings.clips,
+                )
+            if fused is None:
+                result = detect_persons(copy.path, scene, settings.persons, self.store)
+            else:
+                result, draft = fused
+                with self._lock:
+                    previous, copy.draft = copy.draft, draft
+                if previous is not None:
+                    previous.close()
         if not result.passed:
             self._finish(video)  # the driver files it for review: no clip stage follows
         return result
 
     def clip(self, video: IngestedVideo, segment: Segment) -> EncodedClip:
-        with self._local(video, last=True) as path:
+        with self._local(video, last=True) as copy:
+            with self._lock:
+                draft = copy.take_draft()
+            if draft is not None and draft.segment == segment:
+                return draft.finish()
+            if draft is not None:
+                draft.close()
             return encode_clip(
-                path, video.source_id, segment, self.store, self.settings.clips, video.info
+                copy.path, video.source_id, segment, self.store, self.settings.clips, video.info
             )
 
 
@@ -238,7 +282,8 @@ def curate_one(
     try:
         scenes = stages.scenes(video)
         stage = "persons"
-        persons = stages.persons(video, scenes.longest)
+        scene = usable_scene(scenes.longest, scenes.keyframes, clip_settings)
+        persons = stages.persons(video, scene)
         if not persons.passed:
             return Rejection(
                 source=item.location,
@@ -257,7 +302,7 @@ def curate_one(
                 },
             )
         stage = "clips"
-        segment = choose_segment(scenes.longest, persons, clip_settings)
+        segment = choose_segment(scene, persons, clip_settings)
         encoded = stages.clip(video, segment)
     except H2AError as error:
         return _failure(item, stage, error, video.source_id)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,6 +38,7 @@ __all__ = [
     "input_size",
     "load_model",
     "sample_indices",
+    "score_frames",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -176,7 +178,6 @@ def detect_persons(
         decoded), the count of frames with a person and whether that count reaches
         ``min_person_frames``.
     """
-    model = load_model(settings, store)
     indices = sample_indices(segment, settings.num_frames)
     if not indices:
         return PersonResult((), (), 0, False)
@@ -184,6 +185,24 @@ def detect_persons(
         imgsz = input_size(max(video.size), settings)
         # BGR, as ultralytics reads numpy images; already at imgsz, so it only pads them.
         frames = video.sample(indices, imgsz, format="bgr24")
+    return score_frames(frames, indices, imgsz, settings, store)
+
+
+def score_frames(
+    frames: dict[int, np.ndarray],
+    indices: tuple[int, ...],
+    imgsz: int,
+    settings: PersonSettings,
+    store: ClipStore | None = None,
+) -> PersonResult:
+    """The verdict on the sampled frames (``detect_persons``), whichever pass decoded them.
+
+    Args:
+        frames: the BGR frames at ``indices`` that decoded, scaled to ``imgsz`` (long side).
+        indices: the sampled indices (``sample_indices``); one missing from ``frames`` scores 0.
+        imgsz: the detector's input size (``input_size``).
+    """
+    model = load_model(settings, store)
     person_ids = [i for i, name in model.names.items() if name == "person"]
     found = [index for index in indices if index in frames]
     results = []
