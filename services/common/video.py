@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -46,6 +47,10 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
+# FFmpeg's AVColorRange for video range (16-235): what H.264 clips are written in.
+_LIMITED = 1
+# FFmpeg's AVColorSpace of the YUV matrices written and read here (2: unspecified, read as 601).
+_COLORSPACES = {"bt709": 1, "bt601": 2}
 # Generated media (write_frames) with explicit times: fine enough for any frame rate.
 _GENERATED_TIME_BASE = Fraction(1, 90_000)
 
@@ -552,7 +557,14 @@ class ClipWriter:
             turned = _upright(stored.to_ndarray(), self._rotation)
             image = av.VideoFrame.from_ndarray(turned, format="rgb24")  # the encoder converts
         else:
-            image = self._scaler.reformat(frame, width=width, height=height, format="yuv420p")
+            # Scaled as they are, in the source's colour matrix (a phone's BT.709), limited
+            # range; the clip is tagged with it, or players would read BT.601 colours.
+            image = self._scaler.reformat(
+                frame, width=width, height=height, format="yuv420p", dst_color_range=_LIMITED
+            )
+            if not self.written:
+                context = self._stream.codec_context
+                context.colorspace, context.color_range = image.colorspace, _LIMITED
         if self._on_frame is not None:
             self._on_frame(self.written, image)
         pts = self._timeline.pts[index]
@@ -632,6 +644,7 @@ def write_frames(
     rotation: int = 0,
     preset: str = "veryfast",
     keyframe_interval: int = 0,
+    matrix: Literal["bt601", "bt709"] = "bt601",
 ) -> int:
     """Encode uint8 RGB frames ``(T, H, W, 3)`` (even H and W) as an H.264 mp4.
 
@@ -645,6 +658,7 @@ def write_frames(
             matrix), as phones write portrait video stored sideways.
         keyframe_interval: the most frames between keyframes (x264 also starts one at a cut);
             0 keeps x264's default of 250.
+        matrix: the YUV colour matrix, tagged in the stream: phones record BT.709.
 
     Returns:
         The number of frames written.
@@ -677,10 +691,14 @@ def write_frames(
                 stream.options = {"crf": str(crf), "preset": preset}
                 if keyframe_interval:
                     stream.options["g"] = str(keyframe_interval)
+                stream.codec_context.colorspace = _COLORSPACES[matrix]
+                stream.codec_context.color_range = _LIMITED
                 if rotation:
                     stream.set_display_rotation(rotation)
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            image = image.reformat(format="yuv420p")
+            image = image.reformat(
+                format="yuv420p", dst_colorspace=_COLORSPACES[matrix], dst_color_range=_LIMITED
+            )
             image.pts, image.time_base = stamps[index], time_base
             durations[image.pts] = stamps[index + 1] - stamps[index]
             _mux(output, stream.encode(image), durations)

@@ -127,3 +127,25 @@ def test_rotation_is_measured_and_clips_come_out_upright(
     with VideoReader(tmp_path / "clip.mp4") as video:
         first = next(video.arrays(176, 144, "rgb24"))[1]
     assert np.abs(first.astype(int) - upright[0]).mean() < 8  # the upright picture, re-encoded
+
+
+def test_a_bt709_source_keeps_its_colours_in_the_clip(bigbuckbunny: Path, tmp_path: Path):
+    """Phones record BT.709: the clip is tagged with the source's matrix, or a player (and the
+    loader) would read its YUV as BT.601 and shift the colours (by mean colour, which
+    compression noise does not move)."""
+    footage = read_frames(bigbuckbunny, range(40))
+    source = tmp_path / "phone709.mp4"
+    write_frames(source, footage, fps=30, matrix="bt709")
+    write_clip(source, tmp_path / "clip.mp4", 0, 40, short_side=0)
+
+    def colour(frames: np.ndarray) -> np.ndarray:
+        return frames.reshape(-1, 3).mean(axis=0)
+
+    shown = colour(read_frames(source, [20]))
+    assert np.abs(shown - colour(footage[20])).max() < 2  # the source reads as it was written
+    assert np.abs(colour(read_frames(tmp_path / "clip.mp4", [20])) - shown).max() < 0.6
+    # The clip's pixels read as BT.601: the green mean is off by grey levels.
+    with VideoReader(tmp_path / "clip.mp4") as clip:
+        _, frame = next(clip.frames(20, 21))
+        frame.colorspace = 2  # unspecified: BT.601
+        assert np.abs(colour(frame.to_ndarray(format="rgb24")) - shown).max() > 2
