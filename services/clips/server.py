@@ -2,7 +2,8 @@
 
 A clip is filed under ``clips/{source_id}/``, and one already there is reused: so the request's
 ``source_id`` must be the sha256 of the video it references, or a caller could cut any video
-and file the clip under another one's id.
+and file the clip under another one's id. The request's ``VideoInfo`` (the driver's probe
+record) must describe that video as probed here: its rotation and size shape the clip.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from services.clips.encode import ClipSettings, encode_clip
 from services.common.errors import InvalidRequest
 from services.common.grpc_runtime import ServiceSettings, serve
 from services.common.messages import (
+    check_info,
     check_segment,
     from_message,
     require,
@@ -23,7 +25,7 @@ from services.common.messages import (
 )
 from services.common.records import Segment
 from services.common.store import ClipStore
-from services.common.video import probe
+from services.common.video import VideoInfo, probe
 
 __all__ = ["SERVICE", "ClipsServer", "ClipsServicer", "main"]
 
@@ -44,7 +46,8 @@ class ClipsServicer(clips_pb2_grpc.ClipEncodingServicer):
     def EncodeClip(
         self, request: clips_pb2.EncodeClipRequest, context: grpc.ServicerContext
     ) -> clips_pb2.EncodeClipResponse:
-        require(request, "video", "segment")
+        require(request, "video", "segment", "info")
+        claimed = from_message(request.info, VideoInfo)
         segment = from_message(request.segment, Segment)
         ref = source_video(request.video, self._store)
         ClipStore.clip_prefix(request.source_id)  # an id that cannot name a folder: InvalidKey
@@ -55,6 +58,7 @@ class ClipsServicer(clips_pb2_grpc.ClipEncodingServicer):
             )
         with self._store.open_local(ref) as path:
             info = probe(path)
+            check_info(claimed, info)
             check_segment(segment, info)
             encoded = encode_clip(path, ref.sha256, segment, self._store, self._settings, info)
         return clips_pb2.EncodeClipResponse(

@@ -24,6 +24,7 @@ from services.common.store import ClipStore
 from services.common.video import VideoInfo
 
 __all__ = [
+    "check_info",
     "check_segment",
     "from_message",
     "require",
@@ -40,6 +41,8 @@ _POSITIVE: dict[type, tuple[str, ...]] = {
     VideoInfo: ("width", "height", "fps", "frame_count", "duration_s", "size_bytes"),
 }
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# What the stages read from a request's VideoInfo: the frames' size, rate, count and turn.
+_MEASURED = ("width", "height", "fps", "frame_count", "rotation")
 
 
 def to_message(record: Any, message_type: type[_Message]) -> _Message:
@@ -102,6 +105,19 @@ def source_video(message: common_pb2.ObjectRef, store: ClipStore) -> ObjectRef:
             key=ref.key,
         )
     return ref
+
+
+def check_info(info: VideoInfo, probed: VideoInfo) -> None:
+    """Refuse a request's ``VideoInfo`` that does not describe the video as probed here: its
+    size and rate set the frames a stage makes, so a made-up one could ask for any size."""
+    wrong = [name for name in _MEASURED if getattr(info, name) != getattr(probed, name)]
+    if wrong:
+        raise InvalidRequest(
+            "VideoInfo does not describe the referenced video: "
+            + ", ".join(
+                f"{name} {getattr(info, name)} (probed {getattr(probed, name)})" for name in wrong
+            )
+        )
 
 
 def check_segment(segment: Segment, info: VideoInfo) -> None:

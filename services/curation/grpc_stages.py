@@ -174,6 +174,7 @@ class GrpcStages:
             video=to_message(video.raw, common_pb2.ObjectRef),
             source_id=video.source_id,
             segment=to_message(segment, common_pb2.Segment),
+            info=to_message(video.info, common_pb2.VideoInfo),
         )
         reply = self._call("clips", self._clips.EncodeClip, request)
         return EncodedClip(

@@ -12,9 +12,14 @@ import grpc
 from hashtag2action.v1 import common_pb2, scenes_pb2, scenes_pb2_grpc
 from pydantic import Field
 
-from services.common.errors import InvalidRequest
 from services.common.grpc_runtime import ServiceSettings, serve
-from services.common.messages import from_message, require, source_video, to_message
+from services.common.messages import (
+    check_info,
+    from_message,
+    require,
+    source_video,
+    to_message,
+)
 from services.common.records import Segment
 from services.common.store import ClipStore
 from services.common.video import VideoInfo, probe
@@ -30,9 +35,6 @@ __all__ = [
 ]
 
 SERVICE = scenes_pb2.DESCRIPTOR.services_by_name["SceneAnalysis"]
-
-# What scene analysis reads from a VideoInfo.
-_MEASURED = ("width", "height", "fps", "frame_count")
 
 
 class ScenesServer(ServiceSettings):
@@ -70,15 +72,7 @@ class ScenesServicer(scenes_pb2_grpc.SceneAnalysisServicer):
         ref = source_video(request.video, self._store)
         with self._store.open_local(ref) as path:
             probed = probe(path)
-            wrong = [name for name in _MEASURED if getattr(info, name) != getattr(probed, name)]
-            if wrong:
-                raise InvalidRequest(
-                    "VideoInfo does not describe the referenced video: "
-                    + ", ".join(
-                        f"{name} {getattr(info, name)} (probed {getattr(probed, name)})"
-                        for name in wrong
-                    )
-                )
+            check_info(info, probed)
             result = detect_scenes(path, probed, self._settings)
         return scene_result_to_proto(result)
 

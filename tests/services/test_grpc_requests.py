@@ -49,26 +49,31 @@ def test_a_clip_is_filed_only_under_the_video_it_is_cut_from(
     victim = file_sha256(bikes)
     _raw(engine_store, bikes)
     segment = to_message(Segment(0, 120, 30000 / 1001), common_pb2.Segment)
+    info = to_message(probe(carphone), common_pb2.VideoInfo)
     planted = clips_pb2.EncodeClipRequest(
-        video=_raw(engine_store, carphone), source_id=victim, segment=segment
+        video=_raw(engine_store, carphone), source_id=victim, segment=segment, info=info
     )
     assert isinstance(_refused(stub.EncodeClip, planted), InvalidRequest)
     assert not engine_store.list(ClipStore.clip_prefix(victim))
 
     # A reference must be a raw video under its own sum: not a clip, not another video's sum.
     own = clips_pb2.EncodeClipRequest(
-        video=planted.video, source_id=planted.video.sha256, segment=segment
+        video=planted.video, source_id=planted.video.sha256, segment=segment, info=info
     )
     clip = stub.EncodeClip(own, timeout=120).clip
     other_sum = common_pb2.ObjectRef()
     other_sum.CopyFrom(own.video)
     other_sum.sha256 = victim
     for video in (clip, other_sum):
-        request = clips_pb2.EncodeClipRequest(video=video, source_id=video.sha256, segment=segment)
+        request = clips_pb2.EncodeClipRequest(
+            video=video, source_id=video.sha256, segment=segment, info=info
+        )
         assert isinstance(_refused(stub.EncodeClip, request), InvalidRequest)
     assert clip.key == ClipStore.clip_key(own.source_id, 0, 120)
     # A malformed id is still a bad key.
-    escape = clips_pb2.EncodeClipRequest(video=own.video, source_id="../x", segment=segment)
+    escape = clips_pb2.EncodeClipRequest(
+        video=own.video, source_id="../x", segment=segment, info=info
+    )
     assert isinstance(_refused(stub.EncodeClip, escape), InvalidKey)
 
 
@@ -76,6 +81,7 @@ def test_segments_must_lie_inside_the_video(
     channels: dict[str, grpc.Channel], engine_store: ClipStore, carphone: Path
 ) -> None:
     video = _raw(engine_store, carphone)  # 120 frames
+    info = to_message(probe(carphone), common_pb2.VideoInfo)
     persons = persons_pb2_grpc.PersonDetectionStub(channels["persons"])
     clips = clips_pb2_grpc.ClipEncodingStub(channels["clips"])
     bad = [
@@ -89,7 +95,9 @@ def test_segments_must_lie_inside_the_video(
     for segment in bad:
         request = persons_pb2.DetectPersonsRequest(video=video, scene=segment)
         assert isinstance(_refused(persons.DetectPersons, request), InvalidRequest), segment
-        request = clips_pb2.EncodeClipRequest(video=video, source_id=video.sha256, segment=segment)
+        request = clips_pb2.EncodeClipRequest(
+            video=video, source_id=video.sha256, segment=segment, info=info
+        )
         assert isinstance(_refused(clips.EncodeClip, request), InvalidRequest), segment
     whole = common_pb2.Segment(start_frame=0, end_frame=120, fps=30000 / 1001)
     result = persons.DetectPersons(
@@ -128,6 +136,16 @@ def test_video_info_must_describe_the_video(
         assert isinstance(_refused(stub.DetectScenes, request), InvalidRequest), message
     response = stub.DetectScenes(scenes_pb2.DetectScenesRequest(video=video, info=info), timeout=60)
     assert len(response.scenes) == 6
+
+    # The clips stage too: the rotation it would turn the frames by, the size it scales from.
+    clips = clips_pb2_grpc.ClipEncodingStub(channels["clips"])
+    segment = to_message(Segment(76, 137, 25.0), common_pb2.Segment)
+    for message in (changed(rotation=90), changed(width=1280), None):
+        request = clips_pb2.EncodeClipRequest(
+            video=video, source_id=video.sha256, segment=segment, info=message
+        )
+        assert isinstance(_refused(clips.EncodeClip, request), InvalidRequest), message
+    assert not engine_store.list(ClipStore.clip_prefix(video.sha256))
 
 
 def test_a_reference_outside_the_raw_layout_is_refused(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hashtag2action.v1 import common_pb2 as hashtag2action_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhashtag2action/v1/clips.proto\x12\x11hashtag2action.v1\x1a\x1ehashtag2action/v1/common.proto\"\x80\x01\n\x11\x45ncodeClipRequest\x12+\n\x05video\x18\x01 \x01(\x0b\x32\x1c.hashtag2action.v1.ObjectRef\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12+\n\x07segment\x18\x03 \x01(\x0b\x32\x1a.hashtag2action.v1.Segment\"m\n\x12\x45ncodeClipResponse\x12*\n\x04\x63lip\x18\x01 \x01(\x0b\x32\x1c.hashtag2action.v1.ObjectRef\x12+\n\x05media\x18\x02 \x01(\x0b\x32\x1c.hashtag2action.v1.ClipMedia\"\xa9\x01\n\tClipMedia\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12\x12\n\nduration_s\x18\x03 \x01(\x01\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\r\n\x05\x63odec\x18\x06 \x01(\t\x12\x19\n\x11keyframe_interval\x18\x07 \x01(\x05\x12\x0f\n\x07\x62\x66rames\x18\x08 \x01(\x05\x12\x11\n\tsignature\x18\t \x01(\t2i\n\x0c\x43lipEncoding\x12Y\n\nEncodeClip\x12$.hashtag2action.v1.EncodeClipRequest\x1a%.hashtag2action.v1.EncodeClipResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhashtag2action/v1/clips.proto\x12\x11hashtag2action.v1\x1a\x1ehashtag2action/v1/common.proto\"\xac\x01\n\x11\x45ncodeClipRequest\x12+\n\x05video\x18\x01 \x01(\x0b\x32\x1c.hashtag2action.v1.ObjectRef\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12+\n\x07segment\x18\x03 \x01(\x0b\x32\x1a.hashtag2action.v1.Segment\x12*\n\x04info\x18\x04 \x01(\x0b\x32\x1c.hashtag2action.v1.VideoInfo\"m\n\x12\x45ncodeClipResponse\x12*\n\x04\x63lip\x18\x01 \x01(\x0b\x32\x1c.hashtag2action.v1.ObjectRef\x12+\n\x05media\x18\x02 \x01(\x0b\x32\x1c.hashtag2action.v1.ClipMedia\"\xa9\x01\n\tClipMedia\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12\x12\n\nduration_s\x18\x03 \x01(\x01\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\r\n\x05\x63odec\x18\x06 \x01(\t\x12\x19\n\x11keyframe_interval\x18\x07 \x01(\x05\x12\x0f\n\x07\x62\x66rames\x18\x08 \x01(\x05\x12\x11\n\tsignature\x18\t \x01(\t2i\n\x0c\x43lipEncoding\x12Y\n\nEncodeClip\x12$.hashtag2action.v1.EncodeClipRequest\x1a%.hashtag2action.v1.EncodeClipResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashtag2action.v1.clips_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENCODECLIPREQUEST']._serialized_start=85
-  _globals['_ENCODECLIPREQUEST']._serialized_end=213
-  _globals['_ENCODECLIPRESPONSE']._serialized_start=215
-  _globals['_ENCODECLIPRESPONSE']._serialized_end=324
-  _globals['_CLIPMEDIA']._serialized_start=327
-  _globals['_CLIPMEDIA']._serialized_end=496
-  _globals['_CLIPENCODING']._serialized_start=498
-  _globals['_CLIPENCODING']._serialized_end=603
+  _globals['_ENCODECLIPREQUEST']._serialized_end=257
+  _globals['_ENCODECLIPRESPONSE']._serialized_start=259
+  _globals['_ENCODECLIPRESPONSE']._serialized_end=368
+  _globals['_CLIPMEDIA']._serialized_start=371
+  _globals['_CLIPMEDIA']._serialized_end=540
+  _globals['_CLIPENCODING']._serialized_start=542
+  _globals['_CLIPENCODING']._serialized_end=647
 # @@protoc_insertion_point(module_scope)

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EncodeClipRequest(_message.Message):
-    __slots__ = ("video", "source_id", "segment")
+    __slots__ = ("video", "source_id", "segment", "info")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
     video: _common_pb2.ObjectRef
     source_id: str
     segment: _common_pb2.Segment
-    def __init__(self, video: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., source_id: _Optional[str] = ..., segment: _Optional[_Union[_common_pb2.Segment, _Mapping]] = ...) -> None: ...
+    info: _common_pb2.VideoInfo
+    def __init__(self, video: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., source_id: _Optional[str] = ..., segment: _Optional[_Union[_common_pb2.Segment, _Mapping]] = ..., info: _Optional[_Union[_common_pb2.VideoInfo, _Mapping]] = ...) -> None: ...
 
 class EncodeClipResponse(_message.Message):
     __slots__ = ("clip", "media")

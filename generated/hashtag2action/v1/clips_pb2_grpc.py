@@ -45,7 +45,8 @@ class ClipEncodingServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def EncodeClip(self, request, context):
-        """Errors: INVALID_ARGUMENT (INVALID_KEY, UNREADABLE_VIDEO), NOT_FOUND (OBJECT_NOT_FOUND),
+        """Errors: INVALID_ARGUMENT (INVALID_KEY, INVALID_REQUEST, UNREADABLE_VIDEO),
+        FAILED_PRECONDITION (TOO_SHORT, TOO_LONG), NOT_FOUND (OBJECT_NOT_FOUND),
         UNAVAILABLE (STORE_UNAVAILABLE, retryable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

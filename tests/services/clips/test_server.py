@@ -26,6 +26,7 @@ def test_clip_lands_in_the_store_under_its_key(
         video=to_message(raw, common_pb2.ObjectRef),
         source_id=source_id,
         segment=to_message(Segment(10, 115, 30000 / 1001), common_pb2.Segment),
+        info=to_message(probe(carphone), common_pb2.VideoInfo),
     )
     stub = clips_pb2_grpc.ClipEncodingStub(channels["clips"])
     clip = from_message(stub.EncodeClip(request, timeout=120).clip, ObjectRef)
@@ -54,6 +55,7 @@ def test_a_source_id_that_is_not_a_key_is_refused(
                 video=to_message(raw, common_pb2.ObjectRef),
                 source_id="../../escape",
                 segment=to_message(Segment(0, 30, 25.0), common_pb2.Segment),
+                info=to_message(probe(carphone), common_pb2.VideoInfo),
             ),
             timeout=30,
         )
