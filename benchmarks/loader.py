@@ -44,6 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import av
 import decord
 import numpy as np
 import torch
@@ -81,7 +82,12 @@ from services.trainer.transforms import (
     pretrain_transform,
 )
 
-MEDIA = Path(tempfile.gettempdir()) / "h2a-bench-loader"
+# Clips cached per clip settings: a run after a change of the encoding measures new clips.
+MEDIA = (
+    Path(tempfile.gettempdir())
+    / "h2a-bench-loader"
+    / hashlib.sha256(ClipSettings().model_dump_json().encode()).hexdigest()[:12]
+)
 FRAMES, STRIDE, SIZE = 16, 4, 224
 SCALES = (1.0, 0.875, 0.75, 0.66)
 CLIP_SECONDS = 8
@@ -239,24 +245,29 @@ def _loader_rate(dataset: Any, workers: int, batch: int = 4) -> float:
 # --- encoding ----------------------------------------------------------------------------
 
 
+ENCODINGS = ((0, -1), (32, -1), (32, 3), (64, 7), (32, 7), (16, 7), (32, 0))
+"""(keyframe interval, B-frames) rows of the encoding table: 0 is x264's default interval,
+-1 x264's own B-frame choice (superfast: up to 3, frame by frame), n >= 0 exactly n."""
+
+
 def _encoding_table(store_root: Path, windows: int) -> None:
     source = tiktok_video(60)
     info = probe(source)
     rng = random.Random(1)
     print(
         f"\nclip encoding vs one random {FRAMES}x{STRIDE} window "
-        f"({CLIP_SECONDS} s clips, 320 short side)"
+        f"({CLIP_SECONDS} s clips, 320 short side, crf 23)"
     )
     print(
-        f"{'keyframes every':>16} {'B-frames':>9} {'KB/clip':>8} {'decoded':>8} {'PyAV ms':>8} "
-        f"{'decord ms':>10}"
+        f"{'keyframes every':>16} {'B-frames':>9} {'KB/clip':>8} {'PSNR dB':>8} {'decoded':>8} "
+        f"{'PyAV ms':>8} {'decord ms':>10}"
     )
-    for interval, bframes in ((0, 3), (64, 3), (32, 3), (16, 3), (32, 0)):
+    starts = [90 + 200 * n for n in range(8)]
+    for interval, bframes in ENCODINGS:
         clips = []
-        for n in range(8):
+        for n, start in enumerate(starts):
             path = store_root / f"enc-g{interval}-b{bframes}-{n}.mp4"
             if not path.is_file():
-                start = 90 + 200 * n
                 write_clip(source, path, start, start + CLIP_SECONDS * 30, info=info,
                            keyframe_interval=interval, bframes=bframes)  # fmt: skip
             clips.append(path)
@@ -273,11 +284,34 @@ def _encoding_table(store_root: Path, windows: int) -> None:
             decord.VideoReader(str(clip), num_threads=1).get_batch(indices)
         decord_ms = 1000 * (time.process_time() - start) / len(plans)
         size = np.mean([clip.stat().st_size for clip in clips]) / 1024
+        quality = np.mean([_psnr(c, source, first) for c, first in zip(clips, starts, strict=True)])
         label = "x264 (250)" if interval == 0 else str(interval)
+        kind = "x264's" if bframes < 0 else str(bframes)
         print(
-            f"{label:>16} {bframes:>9} {size:>8.0f} {decoded / len(plans):>8.1f} "
+            f"{label:>16} {kind:>9} {size:>8.0f} {quality:>8.2f} {decoded / len(plans):>8.1f} "
             f"{pyav_ms:>8.1f} {decord_ms:>10.1f}"
         )
+    print(
+        "PSNR: luma of every clip frame against the source's frame scaled to the clip size; "
+        "decoded: frames a window's read decodes"
+    )
+
+
+def _psnr(clip: Path, source: Path, start: int) -> float:
+    """Mean luma PSNR of the clip against the source frames it was cut from, at clip size."""
+    with VideoReader(clip) as encoded:
+        width, height = encoded.size
+        got = [frame.to_ndarray()[:height] for _, frame in encoded.frames()]
+    scaler = av.video.reformatter.VideoReformatter()
+    end = start + len(got)
+    with VideoReader(source) as original:
+        scaled = (
+            scaler.reformat(frame, width=width, height=height, format="yuv420p")
+            for _, frame in original.frames(start, end, range(start, end))
+        )
+        wanted = [frame.to_ndarray()[:height] for frame in scaled]
+    errors = [np.mean((a.astype(float) - b) ** 2) for a, b in zip(got, wanted, strict=True)]
+    return float(np.mean([10 * np.log10(255**2 / max(e, 1e-9)) for e in errors]))
 
 
 def _pyav_window(path: Path, indices: list[int]) -> int:

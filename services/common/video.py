@@ -492,7 +492,8 @@ class ClipWriter:
         timeline: the source's timeline (``VideoReader.timeline``): frame times and durations.
         info: the source's probe record (its rotation, size and rate).
         keyframe_interval: the most frames between keyframes (0: x264's default, 250).
-        bframes: the most consecutive B-frames (-1: the preset's).
+        bframes: B-frames between two reference frames, always that many (x264's b-adapt 0;
+            -1: the preset's, chosen frame by frame).
         on_frame: called with each written frame's position in the clip and the frame as it
             is encoded (upright, output size): what a caller needs of the pixels without
             decoding the clip again.
@@ -529,7 +530,10 @@ class ClipWriter:
         if keyframe_interval:
             stream.options["g"] = str(keyframe_interval)
         if bframes >= 0:
+            # A fixed pattern: x264's own choice puts P-frames wherever motion is high, and a
+            # strided read decodes every one of them.
             stream.options["bf"] = str(bframes)
+            stream.options["x264-params"] = "b-adapt=0"
         # B-frames that nothing references: a reader that wants every 4th frame (the training
         # window) skips decoding them (``VideoReader.frames(wanted=...)``), for 1.5% more bytes.
         stream.options["b-pyramid"] = "none"
@@ -571,6 +575,9 @@ class ClipWriter:
         self._origin = pts if self._origin is None else self._origin
         image.pts, image.time_base = pts - self._origin, self._timeline.time_base
         self._durations[image.pts] = _until(self._timeline, index + 1) - pts
+        # A decoded frame keeps the source's frame type, and libx264 obeys it: the clip would
+        # copy the source's GOP (a phone's: no B-frame) instead of its own settings.
+        image.pict_type = av.video.frame.PictureType.NONE
         _mux(self._output, self._stream.encode(image), self._durations)
         self.written += 1
 

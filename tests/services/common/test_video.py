@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from av.video.frame import PictureType
 
 from services.common.errors import UnreadableVideo
 from services.common.video import (
@@ -149,3 +150,20 @@ def test_a_bt709_source_keeps_its_colours_in_the_clip(bigbuckbunny: Path, tmp_pa
         _, frame = next(clip.frames(20, 21))
         frame.colorspace = 2  # unspecified: BT.601
         assert np.abs(colour(frame.to_ndarray(format="rgb24")) - shown).max() > 2
+
+
+def _frame_types(path: Path) -> str:
+    with VideoReader(path) as video:
+        return "".join(PictureType(frame.pict_type).name for _, frame in video.frames())
+
+
+def test_a_clip_has_its_own_frame_types_whatever_the_source_had(carphone: Path, tmp_path: Path):
+    """Phones record without B-frames, and a decoded frame keeps its type, which libx264 would
+    obey: the clip must follow its own settings (a fixed pattern of unreferenced B-frames)."""
+    phone = tmp_path / "phone.mp4"
+    write_clip(carphone, phone, 0, 120, short_side=0, bframes=0)
+    assert set(_frame_types(phone)) == {"I", "P"}
+    write_clip(phone, tmp_path / "clip.mp4", 0, 120, short_side=0, keyframe_interval=32, bframes=7)
+    types = _frame_types(tmp_path / "clip.mp4")
+    assert types.startswith("IBBBBBBBP") and types.count("B") >= 90
+    assert types.count("I") == 4  # every 32 frames, not where the source had its keyframes
