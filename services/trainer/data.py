@@ -70,6 +70,7 @@ __all__ = [
     "VideoEntry",
     "build_loader",
     "collate",
+    "pretrain_window",
     "read_class_names",
     "read_clip_records",
     "read_entries",
@@ -81,6 +82,7 @@ __all__ = [
     "train_segments",
     "train_window",
     "val_segments",
+    "val_window",
     "view_windows",
     "with_clip_records",
 ]
@@ -296,13 +298,76 @@ def read_entries(
 
 
 # --- frame sampling ----------------------------------------------------------------------
+#
+# Citations are to OpenGVLab/VideoMAEv2 at 29eab1e8a588d1b3ec0cdec7b03a86cca491b74b, whose
+# ``dataset/build.py`` builds every Kinetics/UCF101/HMDB51 set as ``VideoClsDataset`` with
+# ``num_segment=1`` (lines 50-203) and pre-training as ``HybridVideoMAE`` with
+# ``num_segments=1, temporal_jitter=False`` (lines 16-34). Where the reference draws from
+# ``np.random``, ours draws the same value range from the ``random.Random`` it is given.
+
+
+def _linspace_window(start: int, end: int, num_frames: int) -> list[int]:
+    """``np.linspace(start, end, num_frames)`` clipped to ``[start, end - 1]`` and truncated,
+    in the same float64 arithmetic as numpy (``i * step + start``, the last point ``end``)."""
+    if num_frames == 1:
+        return [start]
+    step = (end - start) / (num_frames - 1)
+    points = [i * step + start for i in range(num_frames - 1)] + [float(end)]
+    return [int(min(max(p, start), end - 1)) for p in points]
+
+
+def _short_window(length: int, num_frames: int, stride: int) -> list[int]:
+    """Fine-tuning's frames of a video no longer than its ``num_frames * stride`` window
+    (``VideoClsDataset.load_video``, ``dataset/datasets.py:299-306``): ``length // stride``
+    points over the whole video, then its last frame until there are ``num_frames``."""
+    spread = length // stride
+    head = _linspace_window(0, length, spread) if spread else []
+    return head + [length - 1] * (num_frames - spread)
 
 
 def train_window(length: int, num_frames: int, stride: int, rng: random.Random) -> list[int]:
-    """``num_frames`` indices at ``stride`` from a random window (clamped in short videos)."""
+    """Fine-tuning's training frames, as ``VideoClsDataset`` in train mode
+    (``dataset/datasets.py:293-316``): the window ends at ``end_idx =
+    np.random.randint(num_frames * stride, length)``, drawn here as ``rng.randrange`` over the
+    same half-open range; the frames are ``linspace(end_idx - num_frames * stride, end_idx,
+    num_frames)`` clipped to ``end_idx - 1`` and truncated, so steps are ``stride * T / (T -
+    1)`` (4.27 for 16 x 4), not ``stride``. A video no longer than the window draws nothing.
+    """
     span = num_frames * stride
-    start = rng.randint(0, length - span) if length > span else 0
-    return [min(start + i * stride, length - 1) for i in range(num_frames)]
+    if length <= span:
+        return _short_window(length, num_frames, stride)
+    end = rng.randrange(span, length)
+    return _linspace_window(end - span, end, num_frames)
+
+
+def val_window(length: int, num_frames: int, stride: int) -> list[int]:
+    """Fine-tuning's validation frames: ``train_window``'s with ``end_idx = (num_frames *
+    stride + length) // 2`` (``dataset/datasets.py:308-309``), the window centred by its end."""
+    span = num_frames * stride
+    if length <= span:
+        return _short_window(length, num_frames, stride)
+    end = (span + length) // 2
+    return _linspace_window(end - span, end, num_frames)
+
+
+def pretrain_window(length: int, num_frames: int, stride: int, rng: random.Random) -> list[int]:
+    """Pre-training frames, as ``HybridVideoMAE`` (``dataset/pretrain_datasets.py``): a start
+    drawn by ``_sample_train_indices`` (lines 290-311; one segment, no jitter) as
+    ``np.random.randint(length - num_frames * stride + 1)``, here ``rng.randrange`` over the
+    same range, or 0 when the video is shorter than the window; then ``get_frame_id_list``
+    (lines 313-325) steps by ``stride`` only while the next 1-based offset stays below
+    ``length``, so a short video repeats its last reachable frame (and at stride 1 a window at
+    the very end repeats ``length - 2`` instead of reaching ``length - 1``).
+    """
+    room = length - num_frames * stride + 1
+    position = rng.randrange(room) if room > 0 else 0
+    frames = []
+    for _ in range(num_frames):
+        frames.append(position)
+        # The reference compares its 1-based offset: (position + 1) + stride < length.
+        if position + 1 + stride < length:
+            position += stride
+    return frames
 
 
 def _short_segments(length: int, num_frames: int) -> list[int]:
@@ -343,12 +408,16 @@ def view_windows(
 ) -> list[list[int]]:
     """The frame indices of the testing views (with ``validation``, of the one validation view).
 
-    Kinetics-style: ``segments`` windows with evenly spaced starts over the video. TSN-style
-    (SSv2) testing, as the reference's ``load_frame`` in test mode: ``tick = length /
-    num_frames``; view ``s`` takes frame ``int(s * tick / segments + tick * x)`` of part ``x``,
-    offsets 0 and 0.5 of a part for the paper's 2 views (the reference reads the views'
-    indices sorted and view ``s`` as every ``segments``-th frame from ``s``, which is the same
-    frames). TSN validation is ``val_segments``.
+    Kinetics-style testing, as ``VideoClsDataset`` in test mode (``dataset/datasets.py``): the
+    video is decoded at every ``stride``-th frame, the last repeated up to ``num_frames``
+    (lines 283-287); view ``s`` is ``num_frames`` consecutive frames of that buffer from
+    ``int(s * max((len(buffer) - num_frames) / (segments - 1), 0))`` (lines 185-197). With one
+    segment the reference divides by zero; its first view (start 0) is taken. Kinetics-style
+    validation is ``val_window``. TSN-style (SSv2) testing, as the reference's ``load_frame``
+    in test mode: ``tick = length / num_frames``; view ``s`` takes frame ``int(s * tick /
+    segments + tick * x)`` of part ``x``, offsets 0 and 0.5 of a part for the paper's 2 views
+    (the reference reads the views' indices sorted and view ``s`` as every ``segments``-th
+    frame from ``s``, which is the same frames). TSN validation is ``val_segments``.
     """
     if tsn and validation:
         return [val_segments(length, num_frames)]
@@ -359,14 +428,13 @@ def view_windows(
             [int(s * tick / segments + tick * x) for x in range(num_frames)]
             for s in range(segments)
         ]
-    span = num_frames * stride
-    room = max(0, length - span)
-    starts = (
-        [room // 2]
-        if segments == 1
-        else [round(room * s / (segments - 1)) for s in range(segments)]
-    )
-    return [[min(b + i * stride, length - 1) for i in range(num_frames)] for b in starts]
+    if validation:
+        return [val_window(length, num_frames, stride)]
+    buffer = list(range(0, length, stride))
+    buffer += buffer[-1:] * (num_frames - len(buffer))
+    step = max((len(buffer) - num_frames) / (segments - 1), 0) if segments > 1 else 0.0
+    starts = [int(s * step) for s in range(segments)]
+    return [buffer[b : b + num_frames] for b in starts]
 
 
 # --- datasets ----------------------------------------------------------------------------
@@ -485,8 +553,9 @@ class VideoDataset(Dataset):
     ``masks(generator)`` (pre-training) returns the encoder and decoder masks of one clip from
     an explicitly seeded generator. Frames come from a random window at ``sampling_rate`` (at
     ``strides[marker]`` for a video whose path holds ``marker``, case-insensitively: a hybrid
-    list's Something-Something clips at 2), or with ``tsn`` one from each of ``num_frames``
-    segments.
+    list's Something-Something clips at 2), sampled as the reference's pre-training
+    (``pretrain_window``) with ``pretrain``, else as its fine-tuning (``train_window``), or
+    with ``tsn`` one from each of ``num_frames`` segments.
     """
 
     def __init__(
@@ -503,6 +572,7 @@ class VideoDataset(Dataset):
         strides: Mapping[str, int] = _NO_STRIDES,
         folders: FrameFolders = FrameFolders(),
         deferred: PretrainAugment | None = None,
+        pretrain: bool = False,
     ) -> None:
         self.entries = list(entries)
         self.transform = transform
@@ -516,6 +586,7 @@ class VideoDataset(Dataset):
         self.strides = {marker.lower(): stride for marker, stride in strides.items()}
         self.folders = folders
         self.deferred = deferred
+        self.pretrain = pretrain
 
     def stride_of(self, path: str) -> int:
         lowered = path.lower()
@@ -525,7 +596,8 @@ class VideoDataset(Dataset):
     def frame_indices(self, path: str, length: int, rng: random.Random) -> list[int]:
         if self.tsn:
             return train_segments(length, self.num_frames, rng)
-        return train_window(length, self.num_frames, self.stride_of(path), rng)
+        window = pretrain_window if self.pretrain else train_window
+        return window(length, self.num_frames, self.stride_of(path), rng)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -619,7 +691,7 @@ class MultiViewDataset(Dataset):
     """Multi-view testing: all ``segments x crops`` views of one video per item.
 
     An item is ``(views (V, C, T, H, W), label, index)`` or a ``Rejection``. ``validation``
-    takes TSN's validation frames instead of its test views (``view_windows``).
+    takes the one validation view instead of the test views (``view_windows``).
     """
 
     def __init__(

@@ -386,6 +386,7 @@ class _Job:
             strides=d.stride_by_path,
             folders=self._frame_folders(),
             deferred=deferred,
+            pretrain=pretrain,
         )
         sampler: ResumableSampler | ShardVideoDataset
         if shards is None:
@@ -505,8 +506,8 @@ class _Job:
         return classify_step_loss(mixer, d.smoothing)
 
     def _validate(self, model: nn.Module, entries: list[VideoEntry]) -> EvalResult:
-        """One view per video (for SSv2 TSN's validation frames, the middle of each segment);
-        the loader (and its workers) lives for this pass only."""
+        """One view per video (the reference's centred validation window; for SSv2 TSN, the
+        middle of each segment); the loader (and its workers) lives for this pass only."""
         loader = self._multi_view_loader(
             entries, 1, 1, self.config.data.tsn_segments, validation=True
         )

@@ -127,10 +127,10 @@ def test_sampling_windows() -> None:
     for length in (5, 40, 300):
         indices = train_window(length, 16, 4, random.Random(int(rng.integers(1 << 30))))
         assert len(indices) == 16 and max(indices) < length
-        if length >= 64:
-            assert np.all(np.diff(indices) == 4)
-    views = view_windows(100, 16, 4, 5)
-    assert [v[0] for v in views] == [0, 9, 18, 27, 36] and views[-1][-1] == 96
+        if length >= 64:  # the reference's linspace over 64 frames: steps of 4.27
+            assert set(np.diff(indices)) <= {4, 5}
+    views = view_windows(100, 16, 4, 5)  # starts int(k * 2.25) of a 25-frame stride-4 buffer
+    assert [v[0] for v in views] == [0, 8, 16, 24, 36] and views[-1][-1] == 96
     tsn = view_windows(32, 8, 2, 2, tsn=True)  # offsets 0 and 0.5 of a 4-frame part
     assert tsn == [[0, 4, 8, 12, 16, 20, 24, 28], [2, 6, 10, 14, 18, 22, 26, 30]]
 

@@ -60,16 +60,18 @@ def test_a_pretraining_list_is_refused_as_labels() -> None:
 def test_frame_folders_are_read_frame_by_frame(tmp_path: Path) -> None:
     folder = _frame_folder(tmp_path / "frames" / "v1", 10)
     (entry,) = read_list(f"{folder} 10 2\n", labelled=True)
-    # One centre window of 4 frames at stride 2 over 10: indices 1, 3, 5, 7 -> files 2, 4, 6, 8.
-    dataset = MultiViewDataset([entry], lambda f: [torch.from_numpy(f)], 4, 2, 1)
+    # The validation window of 4 frames at stride 2 over 10: linspace(1, 9, 4) clipped to 8,
+    # indices 1, 3, 6, 8 -> files 2, 4, 7, 9.
+    dataset = MultiViewDataset([entry], lambda f: [torch.from_numpy(f)], 4, 2, 1, validation=True)
     views, label, _ = dataset[0]
     assert label == 2 and views.shape == (1, 4, 16, 24, 3)
-    np.testing.assert_allclose(views[0, :, 0, 0, 0].numpy(), [40, 80, 120, 160], atol=3)
+    np.testing.assert_allclose(views[0, :, 0, 0, 0].numpy(), [40, 80, 140, 180], atol=3)
     # A hybrid line names its first frame; a template names the files.
     other = _frame_folder(tmp_path / "frames" / "v2", 6, first=0)
     (entry,) = read_list(f"{other} 0 6\n", labelled=False)
     dataset = MultiViewDataset([entry], lambda f: [torch.from_numpy(f)], 2, 1, 1)
-    np.testing.assert_allclose(dataset[0][0][0, :, 0, 0, 0].numpy(), [40, 60], atol=3)
+    # One test view: the reference's first, from frame 0 (file 0).
+    np.testing.assert_allclose(dataset[0][0][0, :, 0, 0, 0].numpy(), [0, 20], atol=3)
     missing = MultiViewDataset(
         [entry], lambda f: [torch.from_numpy(f)], 2, 1, 1, folders=FrameFolders("f{:03d}.png")
     )
@@ -79,7 +81,7 @@ def test_frame_folders_are_read_frame_by_frame(tmp_path: Path) -> None:
 def test_hybrid_lists_sample_something_something_at_stride_2() -> None:
     strides = get_recipe("vit_b_pretrain_800e").data.stride_by_path
     dataset = VideoDataset(
-        [], lambda f: torch.zeros(1), 16, 4, strides=strides, folders=FrameFolders()
+        [], lambda f: torch.zeros(1), 16, 4, strides=strides, folders=FrameFolders(), pretrain=True
     )
     assert dataset.stride_of("/data/hybrid/SomethingV2/frames/77") == 2
     assert dataset.stride_of("s3://bucket/20bn-something-something-v2/8.webm") == 2
