@@ -187,7 +187,8 @@ def test_ingestion_and_persons_pool_settings_reach_the_services(
     values = {
         "services": {
             "ingestion": {
-                "config": {"maxPixels": 3840 * 2160, "allowedRoots": ["/videos", "/mnt/b"]}
+                "config": {"maxPixels": 3840 * 2160, "allowedRoots": ["/videos", "/mnt/b"]},
+                "videoVolumes": VIDEO_VOLUMES,
             },
             "persons": {"config": {"poolSize": 2}},
         }
@@ -201,6 +202,55 @@ def test_ingestion_and_persons_pool_settings_reach_the_services(
     # Each service gets only its own settings.
     assert "H2A_PERSONS_POOL_SIZE" not in ingestion
     assert not [name for name in persons if name.startswith("H2A_INGEST_")]
+
+
+VIDEO_VOLUMES = [
+    {
+        "name": "videos",
+        "mountPath": "/videos",
+        "source": {"persistentVolumeClaim": {"claimName": "research-videos", "readOnly": True}},
+    },
+    {"name": "nfs", "mountPath": "/mnt/b/", "source": {"nfs": {"server": "nas", "path": "/b"}}},
+]
+
+
+def test_allowed_roots_come_with_their_video_volumes(render_chart, checks) -> None:
+    """The folders a caller may name are mounted read-only into the ingestion pods only."""
+    values = {
+        "services": {
+            "ingestion": {
+                "config": {"allowedRoots": ["/videos", "/mnt/b/2026"]},
+                "videoVolumes": VIDEO_VOLUMES,
+            }
+        }
+    }
+    deployments = checks.by_kind(render_chart(values), "Deployment")
+    ingestion = deployments["hashtag2action-ingestion"]
+    pod = ingestion["spec"]["template"]["spec"]
+    mounts = {mount["name"]: mount for mount in _server(ingestion)["volumeMounts"]}
+    assert mounts["videos"] == {"name": "videos", "mountPath": "/videos", "readOnly": True}
+    assert mounts["nfs"]["mountPath"] == "/mnt/b/" and mounts["nfs"]["readOnly"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["videos"]["persistentVolumeClaim"]["claimName"] == "research-videos"
+    assert volumes["nfs"]["nfs"] == {"server": "nas", "path": "/b"}
+    scenes = deployments["hashtag2action-scenes"]["spec"]["template"]["spec"]
+    assert {v["name"] for v in scenes["volumes"]} == {"tmp", "store-credentials"}
+
+
+def test_an_allowed_root_on_no_volume_fails_the_render(helm_template) -> None:
+    values = {
+        "services": {
+            "ingestion": {
+                "config": {"allowedRoots": ["/videos", "/mnt/bb"]},
+                "videoVolumes": VIDEO_VOLUMES,
+            }
+        }
+    }
+    result = helm_template(values)
+    assert result.returncode != 0
+    assert "allowedRoots: /mnt/bb lies on none of services.ingestion.videoVolumes" in (
+        result.stderr
+    )
 
 
 PERSONS_SIZED = {
@@ -308,6 +358,16 @@ INVALID_VALUES = {
     "relative-allowed-root": (
         {"services": {"ingestion": {"config": {"allowedRoots": ["videos"]}}}},
         "/services/ingestion/config/allowedRoots/0",
+    ),
+    "video-volume-shadowing-tmp": (
+        {
+            "services": {
+                "ingestion": {
+                    "videoVolumes": [{"name": "tmp", "mountPath": "/v", "source": {"emptyDir": {}}}]
+                }
+            }
+        },
+        "/services/ingestion/videoVolumes/0/name",
     ),
     "no-pixel-ceiling": (
         {"services": {"ingestion": {"config": {"maxPixels": 0}}}},
