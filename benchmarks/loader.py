@@ -307,7 +307,7 @@ def _psnr(clip: Path, source: Path, start: int) -> float:
     with VideoReader(source) as original:
         scaled = (
             scaler.reformat(frame, width=width, height=height, format="yuv420p")
-            for _, frame in original.frames(start, end, range(start, end))
+            for _, frame in original.window(start, end)
         )
         wanted = [frame.to_ndarray()[:height] for frame in scaled]
     errors = [np.mean((a.astype(float) - b) ** 2) for a, b in zip(got, wanted, strict=True)]

@@ -260,13 +260,10 @@ def encode_clip(
     existing = stored_clip(store, source_id, segment)
     if existing is not None:
         return existing
-    start, end = segment.start_frame, segment.end_frame
     with (
         VideoReader(path) as video,
         ClipDraft(source_id, segment, store, settings, info, video.timeline) as draft,
     ):
-        # From the keyframe before the window: frames before it are decoded only when the
-        # window's frames refer to them.
-        for index, frame in video.frames(start, end, range(start, end)):
+        for index, frame in video.window(segment.start_frame, segment.end_frame):
             draft.add(index, frame)
         return draft.finish()

@@ -323,6 +323,12 @@ class VideoReader:
             self.decoded += len(decoded)
             yield from decoded
 
+    def window(self, start: int, end: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Every decodable frame of ``[start, end)`` with its index (``frames``): from the
+        keyframe before ``start``, where frames before it are decoded only when the window's
+        frames refer to them."""
+        return self.frames(start, end, range(start, end))
+
     def arrays(
         self, width: int, height: int, format: str = "bgr24", interpolation: str | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
@@ -635,9 +641,7 @@ def write_clip(
             on_frame,
         ) as writer,
     ):
-        # From the keyframe before the window: frames before it are decoded only when the
-        # window's frames refer to them.
-        for index, frame in video.frames(start_frame, end_frame, range(start_frame, end_frame)):
+        for index, frame in video.window(start_frame, end_frame):
             writer.add(index, frame)
         return writer.finish()
 

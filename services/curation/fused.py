@@ -54,7 +54,6 @@ def detect_and_draft(
     """
     indices = sample_indices(scene, persons.num_frames)
     sampled = set(indices)
-    start, end = scene.start_frame, scene.end_frame
     with VideoReader(path) as video:
         imgsz = input_size(max(video.size), persons)
         # BGR at the detector's size, as detect_persons converts them.
@@ -62,7 +61,7 @@ def detect_and_draft(
         draft = ClipDraft(source_id, scene, store, clips, info, video.timeline)
         frames = {}
         try:
-            for index, frame in video.frames(start, end, range(start, end)):
+            for index, frame in video.window(scene.start_frame, scene.end_frame):
                 draft.add(index, frame)
                 if index in sampled:
                     frames[index] = convert(frame)

@@ -34,15 +34,18 @@ def usable_scene(scene: Segment, keyframes: Sequence[int], settings: ClipSetting
     if position == len(keyframes) or keyframes[position] - scene.start_frame > slack:
         return scene
     trimmed = Segment(keyframes[position], scene.end_frame, scene.fps)
-    return trimmed if trimmed.duration_s + 1e-9 >= settings.min_seconds else scene
+    return trimmed if _long_enough(trimmed, settings) else scene
 
 
 def whole_scene(scene: Segment, settings: ClipSettings) -> bool:
     """Whether ``choose_segment`` takes all of ``scene``, whatever the detector finds: it lasts
     ``min_seconds`` to ``max_seconds``."""
-    if scene.duration_s + 1e-9 < settings.min_seconds:
-        return False
-    return scene.num_frames <= _window(scene, settings)
+    return _long_enough(scene, settings) and scene.num_frames <= _window(scene, settings)
+
+
+def _long_enough(segment: Segment, settings: ClipSettings) -> bool:
+    """Whether ``segment`` lasts ``min_seconds`` (up to float rounding of its duration)."""
+    return segment.duration_s + 1e-9 >= settings.min_seconds
 
 
 def _window(scene: Segment, settings: ClipSettings) -> int:
@@ -65,7 +68,7 @@ def choose_segment(scene: Segment, persons: PersonResult, settings: ClipSettings
     Raises:
         TooShort: the scene lasts less than ``min_seconds``.
     """
-    if scene.duration_s + 1e-9 < settings.min_seconds:
+    if not _long_enough(scene, settings):
         raise TooShort(
             f"longest scene lasts {scene.duration_s:.2f} s, below {settings.min_seconds} s",
             duration_s=round(scene.duration_s, 3),
