@@ -275,16 +275,21 @@ class _Job:
             entries = with_clip_records(entries, read_clip_records(d.records, self.store))
         return entries
 
+    def _class_list(self, given: str, read: Callable[[Path], list[str]]) -> list[str]:
+        """A shipped class list by name (``label_maps.CLASS_LISTS``), else the file or store
+        object ``given`` names, read with ``read``."""
+        if given in label_maps.CLASS_LISTS:
+            return list(label_maps.CLASS_LISTS[given])
+        with self.store.open_location(given) as path:
+            return read(path)
+
     def _frame_folders(self) -> FrameFolders:
         return FrameFolders(self.config.data.frame_template, self.config.data.frame_start)
 
     def _class_names(self, entries: list[VideoEntry], shards: ShardIndex | None) -> list[str]:
         labels = self.config.data.labels
-        if labels in label_maps.CLASS_LISTS:
-            return list(label_maps.CLASS_LISTS[labels])
         if labels:
-            with self.store.open_location(labels) as path:
-                return read_class_names(path)
+            return self._class_list(labels, read_class_names)
         if shards is not None:  # the shards' labels are the dataset's labels.json
             return [name for name, _ in sorted(shards.labels.items(), key=lambda kv: kv[1])]
         return [str(c) for c in range(max((e.label for e in entries), default=0) + 1)]
@@ -322,11 +327,8 @@ class _Job:
         if isinstance(checkpoint, dict) and checkpoint.get("classes"):
             return list(checkpoint["classes"])
         given = self.config.model.head_classes
-        if given in label_maps.CLASS_LISTS:
-            return list(label_maps.CLASS_LISTS[given])
         if given:
-            with self.store.open_location(given) as path:
-                return label_maps.read_names(path)
+            return self._class_list(given, label_maps.read_names)
         raise ConfigError(
             f"{source} names no classes of its head: give model.head_classes (a shipped list "
             f"such as kinetics710, or a file of its row names, one per line) for "
